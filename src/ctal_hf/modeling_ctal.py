@@ -1,0 +1,781 @@
+"""PyTorch CTAL: a text encoder and a text-referred audio encoder (Li et al., EMNLP 2021, section 3).
+
+Shapes: B = batch, L = tokens, T = audio frames, F = audio feature size (160), H = hidden size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import causal_mask_function, create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_ctal import CTALConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+def stack_config(config: CTALConfig, stack: str) -> SimpleNamespace:
+    """The size fields of one stack (`"text"` or `"audio"`) without their prefix."""
+    fields = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "layer_norm_eps",
+    )
+    return SimpleNamespace(**{field: getattr(config, f"{stack}_{field}") for field in fields})
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention. `attention_mask` is additive, (B, 1, Q, K). Returns (B, Q, heads, head_dim)
+    and the attention probabilities (B, heads, Q, K)."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class CTALMultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) of the paper. Self-attention when `key_value_states` is None; cross-modal attention
+    (section 3.1.3: queries from the audio stream, keys and values from the final text states) otherwise."""
+
+    def __init__(self, config: CTALConfig, stack: str, kv_hidden_size: int | None = None, is_causal: bool = False):
+        super().__init__()
+        sizes = stack_config(config, stack)
+        self.config = config
+        self.num_heads = sizes.num_attention_heads
+        self.head_dim = sizes.hidden_size // sizes.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        kv_hidden_size = kv_hidden_size or sizes.hidden_size
+        self.query = nn.Linear(sizes.hidden_size, sizes.hidden_size)
+        self.key = nn.Linear(kv_hidden_size, sizes.hidden_size)
+        self.value = nn.Linear(kv_hidden_size, sizes.hidden_size)
+        self.dropout = sizes.attention_probs_dropout_prob
+        # Set explicitly: the SDPA integration treats a module without `is_causal` as causal (v5 trap 1).
+        self.is_causal = is_causal
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, q_len, _ = hidden_states.shape
+        kv_states = hidden_states if key_value_states is None else key_value_states
+        query = self.query(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key = self.key(kv_states).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.value(kv_states).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=self.is_causal,
+        )
+        return attn_output.reshape(batch, q_len, -1).contiguous(), attn_weights
+
+
+class CTALAddNorm(nn.Module):
+    """`LayerNorm(dropout(dense(x)) + residual)`: the post-LN sub-layer output of the paper's equations."""
+
+    def __init__(self, in_size: int, hidden_size: int, dropout: float, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(in_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class CTALAttentionBlock(nn.Module):
+    """Attention followed by add & LayerNorm, e.g. `H~ = LayerNorm(MultiHead(H, H, H) + H)`."""
+
+    def __init__(self, config: CTALConfig, stack: str, kv_hidden_size: int | None = None, is_causal: bool = False):
+        super().__init__()
+        sizes = stack_config(config, stack)
+        self.self = CTALMultiHeadAttention(config, stack, kv_hidden_size=kv_hidden_size, is_causal=is_causal)
+        self.output = CTALAddNorm(sizes.hidden_size, sizes.hidden_size, sizes.hidden_dropout_prob, sizes.layer_norm_eps)
+
+    def forward(self, hidden_states, attention_mask=None, key_value_states=None):
+        attn_output, attn_weights = self.self(hidden_states, attention_mask, key_value_states)
+        return self.output(attn_output, hidden_states), attn_weights
+
+
+class CTALFeedForward(nn.Module):
+    """`H = LayerNorm(FFN(X) + X)` with `FFN(X) = W2 act(W1 X)`."""
+
+    def __init__(self, config: CTALConfig, stack: str):
+        super().__init__()
+        sizes = stack_config(config, stack)
+        self.intermediate = nn.Linear(sizes.hidden_size, sizes.intermediate_size)
+        self.act = ACT2FN[sizes.hidden_act]
+        self.output = CTALAddNorm(
+            sizes.intermediate_size, sizes.hidden_size, sizes.hidden_dropout_prob, sizes.layer_norm_eps
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.output(self.act(self.intermediate(hidden_states)), hidden_states)
+
+
+class CTALTextLayer(GradientCheckpointingLayer):
+    """One text encoding layer (section 3.1.2): bidirectional self-attention, then the FFN, both post-LN."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.attention = CTALAttentionBlock(config, "text")
+        self.feed_forward = CTALFeedForward(config, "text")
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        hidden_states, self_weights = self.attention(hidden_states, attention_mask)
+        return self.feed_forward(hidden_states), self_weights
+
+
+class CTALAudioLayer(GradientCheckpointingLayer):
+    """One text-referred audio encoding layer (section 3.1.3): audio self-attention (bidirectional, or causal with
+    `config.audio_causal_self_attention`), cross-modal attention to the final text states H_w^N, then the FFN."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.attention = CTALAttentionBlock(config, "audio", is_causal=config.audio_causal_self_attention)
+        self.crossattention = CTALAttentionBlock(config, "audio", kv_hidden_size=config.text_hidden_size)
+        self.feed_forward = CTALFeedForward(config, "audio")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        text_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_mask: torch.Tensor | None = None,
+    ):
+        hidden_states, self_weights = self.attention(hidden_states, attention_mask)
+        hidden_states, cross_weights = self.crossattention(hidden_states, cross_attention_mask, text_states)
+        return self.feed_forward(hidden_states), self_weights, cross_weights
+
+
+class CTALTextEmbeddings(nn.Module):
+    """Linguistic embedding (section 3.1.1): token embedding + learned absolute position embedding (positions start
+    at 0; right padding keeps valid positions unchanged), LayerNorm, dropout."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.text_hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.text_hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.text_hidden_size, eps=config.text_layer_norm_eps)
+        self.dropout = nn.Dropout(config.text_hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        length = inputs_embeds.shape[1]
+        if length > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"The text has {length} tokens but the model has {self.position_embeddings.num_embeddings} positions "
+                "(`max_position_embeddings`); truncate it, e.g. with the processor's `truncation=True`."
+            )
+        positions = self.position_embeddings.weight[:length].unsqueeze(0)
+        return self.dropout(self.LayerNorm(inputs_embeds + positions))
+
+
+class CTALAudioEmbeddings(nn.Module):
+    """Audio embedding (section 3.1.1): a projection of the F-dimensional frames plus a learned position embedding,
+    LayerNorm, dropout."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.projection = nn.Linear(config.audio_feature_size, config.audio_hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_audio_frames, config.audio_hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.audio_hidden_size, eps=config.audio_layer_norm_eps)
+        self.dropout = nn.Dropout(config.audio_hidden_dropout_prob)
+
+    def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
+        if audio_features.ndim != 3 or audio_features.shape[-1] != self.projection.in_features:
+            raise ValueError(
+                f"`audio_features` must have shape (batch, frames, {self.projection.in_features}), "
+                f"got {tuple(audio_features.shape)}; compute them with `CTALFeatureExtractor`."
+            )
+        length = audio_features.shape[1]
+        if length > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"The audio has {length} frames but the model has {self.position_embeddings.num_embeddings} positions "
+                "(`max_audio_frames`); truncate it, e.g. with the feature extractor's `max_frames`."
+            )
+        positions = self.position_embeddings.weight[:length].unsqueeze(0)
+        return self.dropout(self.LayerNorm(self.projection(audio_features) + positions))
+
+
+class CTALTextEncoder(nn.Module):
+    """The text encoding module: N text layers (section 3.1.2)."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([CTALTextLayer(config) for _ in range(config.text_num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_mask, output_attentions: bool, output_hidden_states: bool):
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            hidden_states, weights = layer(hidden_states, attention_mask)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        return hidden_states, all_hidden, all_attentions
+
+
+class CTALTextReferredAudioEncoder(nn.Module):
+    """The text-referred audio encoding module: N audio layers, each attending to the final text states
+    (section 3.1.3)."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([CTALAudioLayer(config) for _ in range(config.audio_num_hidden_layers)])
+
+    def forward(
+        self,
+        hidden_states,
+        text_states,
+        attention_mask,
+        cross_attention_mask,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ):
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions else None
+        for layer in self.layer:
+            # Tensors positional so gradient checkpointing propagates their gradients.
+            hidden_states, weights, cross_weights = layer(
+                hidden_states, text_states, attention_mask, cross_attention_mask
+            )
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+                all_cross += (cross_weights,)
+        return hidden_states, all_hidden, all_attentions, all_cross
+
+
+class CTALPreTrainedModel(PreTrainedModel):
+    config: CTALConfig
+    config_class = CTALConfig
+    base_model_prefix = "ctal"
+    main_input_name = "input_ids"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CTALTextLayer", "CTALAudioLayer", "CTALTextEmbeddings", "CTALAudioEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # forward takes no **kwargs: Trainer must not assume the loss is normalised by `num_items_in_batch` (v5 trap 3).
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (CTALMLMHead, CTALMCAMHead)):
+            init.zeros_(module.bias)
+        elif isinstance(module, CTALAttentionPooling):
+            init.normal_(module.score.weight, mean=0.0, std=self.config.initializer_range)
+
+
+@dataclass
+class CTALModelOutput(ModelOutput):
+    r"""
+    Outputs of [`CTALModel`].
+
+    Args:
+        text_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length, text_hidden_size)`):
+            H_w^N, the final states of the text encoder.
+        audio_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_hidden_size)`):
+            H_a^N, the final states of the text-referred audio encoder (None when no audio was given).
+        text_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`): the embeddings and each
+            text layer's output, each `(batch_size, text_length, text_hidden_size)`.
+        audio_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`): the embeddings and each
+            audio layer's output, each `(batch_size, audio_frames, audio_hidden_size)`.
+        text_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): text self-attention
+            probabilities per layer, each `(batch_size, heads, text_length, text_length)` (eager attention only).
+        audio_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): audio self-attention
+            probabilities per layer, each `(batch_size, heads, audio_frames, audio_frames)`.
+        cross_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): audio-to-text attention
+            probabilities per layer, each `(batch_size, heads, audio_frames, text_length)`.
+    """
+
+    text_last_hidden_state: torch.FloatTensor | None = None
+    audio_last_hidden_state: torch.FloatTensor | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    audio_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class CTALModel(CTALPreTrainedModel):
+    """The bare CTAL model: text encoder + text-referred audio encoder (paper Figure 1, section 3.1)."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__(config)
+        self.text_embeddings = CTALTextEmbeddings(config)
+        self.text_encoder = CTALTextEncoder(config)
+        self.audio_embeddings = CTALAudioEmbeddings(config)
+        self.audio_encoder = CTALTextReferredAudioEncoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.text_embeddings.word_embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_features: torch.FloatTensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CTALModelOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): byte-level BPE token ids, starting
+                with `<s>` (see `CTALProcessor`). Right padding.
+            attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*): 1 for tokens, 0 for pad.
+            audio_features (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_feature_size)`,
+                *optional*): acoustic frames from `CTALFeatureExtractor`; without them only the text encoder runs.
+            audio_attention_mask (`torch.Tensor` of shape `(batch_size, audio_frames)`, *optional*): 1 for frames,
+                0 for padding.
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, text_hidden_size)`, *optional*):
+                token embeddings to use instead of `input_ids`.
+            output_attentions (`bool`, *optional*): return attention probabilities (eager attention).
+            output_hidden_states (`bool`, *optional*): return the states of every layer.
+            return_dict (`bool`, *optional*): return a [`CTALModelOutput`] (default) or a tuple.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+
+        text_states = self.text_embeddings(input_ids, inputs_embeds)
+        text_mask = create_bidirectional_mask(config=self.config, inputs_embeds=text_states, attention_mask=attention_mask)
+        text_states, text_hidden, text_attentions = self.text_encoder(
+            text_states, text_mask, output_attentions, output_hidden_states
+        )
+        if audio_features is None:
+            return CTALModelOutput(
+                text_last_hidden_state=text_states, text_hidden_states=text_hidden, text_attentions=text_attentions
+            )
+
+        audio_states = self.audio_embeddings(audio_features)
+        audio_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=audio_states,
+            attention_mask=audio_attention_mask,
+            and_mask_function=causal_mask_function if self.config.audio_causal_self_attention else None,
+        )
+        cross_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=audio_states,
+            attention_mask=attention_mask,
+            encoder_hidden_states=text_states,
+        )
+        audio_states, audio_hidden, audio_attentions, cross_attentions = self.audio_encoder(
+            audio_states, text_states, audio_mask, cross_mask, output_attentions, output_hidden_states
+        )
+        return CTALModelOutput(
+            text_last_hidden_state=text_states,
+            audio_last_hidden_state=audio_states,
+            text_hidden_states=text_hidden,
+            audio_hidden_states=audio_hidden,
+            text_attentions=text_attentions,
+            audio_attentions=audio_attentions,
+            cross_attentions=cross_attentions,
+        )
+
+
+class CTALPredictionTransform(nn.Module):
+    """dense -> activation -> LayerNorm, shared by the MLM and MCAM heads."""
+
+    def __init__(self, hidden_size: int, act: str, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.act = ACT2FN[act]
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.act(self.dense(hidden_states)))
+
+
+class CTALMLMHead(nn.Module):
+    """Masked language modelling head (section 3.2.1); the decoder weight is tied to the word embeddings."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.transform = CTALPredictionTransform(config.text_hidden_size, config.text_hidden_act, config.text_layer_norm_eps)
+        self.decoder = nn.Linear(config.text_hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, text_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(text_states)) + self.bias
+
+
+class CTALMCAMHead(nn.Module):
+    """Masked cross-modal acoustic modelling head (section 3.2.2): predicts the F-dimensional frames."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__()
+        self.transform = CTALPredictionTransform(
+            config.audio_hidden_size, config.audio_hidden_act, config.audio_layer_norm_eps
+        )
+        self.decoder = nn.Linear(config.audio_hidden_size, config.audio_feature_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.audio_feature_size))
+
+    def forward(self, audio_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(audio_states)) + self.bias
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the tokens whose label is not -100 (0 when there are none)."""
+    selected = labels != -100
+    if not selected.any():
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits[selected].float(), labels[selected])
+
+
+def masked_acoustic_loss(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted and original frames, averaged over every selected frame x feature element of the batch
+    (section 3.2.2); unselected and padded frames never count (0 when nothing is selected)."""
+    mask = mask.bool()
+    if not mask.any():
+        return predictions.sum() * 0.0
+    return nn.functional.l1_loss(predictions[mask].float(), targets[mask].float())
+
+
+@dataclass
+class CTALForPreTrainingOutput(ModelOutput):
+    r"""
+    Outputs of [`CTALForPreTraining`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, with labels): `mlm_loss_weight * mlm_loss + mcam_loss_weight *
+            mcam_loss` over the tasks that are enabled and have labels.
+        mlm_loss (`torch.FloatTensor` of shape `()`): cross-entropy over the masked tokens.
+        mcam_loss (`torch.FloatTensor` of shape `()`): L1 over the masked frames.
+        mlm_logits (`torch.FloatTensor` of shape `(batch_size, text_length, vocab_size)`).
+        mcam_predictions (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_feature_size)`).
+        text_last_hidden_state, audio_last_hidden_state, text_hidden_states, audio_hidden_states, text_attentions,
+            audio_attentions, cross_attentions: as in [`CTALModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    mcam_loss: torch.FloatTensor | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    mcam_predictions: torch.FloatTensor | None = None
+    text_last_hidden_state: torch.FloatTensor | None = None
+    audio_last_hidden_state: torch.FloatTensor | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    audio_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class CTALForPreTraining(CTALPreTrainedModel):
+    """CTAL with the MLM and MCAM heads (section 3.2). Both tasks run in one forward pass: the audio stream attends to
+    the text encoding of the MLM-masked text. `config.mlm_loss_weight = 0` or `config.mcam_loss_weight = 0` gives the
+    single-task ablations (Table 4 rows b and c)."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "ctal.text_embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: CTALConfig):
+        super().__init__(config)
+        self.ctal = CTALModel(config)
+        self.mlm_head = CTALMLMHead(config)
+        self.mcam_head = CTALMCAMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_features: torch.FloatTensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mcam_labels: torch.FloatTensor | None = None,
+        mcam_label_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CTALForPreTrainingOutput:
+        r"""
+        Args:
+            input_ids, attention_mask, audio_features, audio_attention_mask, inputs_embeds, output_attentions,
+                output_hidden_states, return_dict: as in [`CTALModel`]; `input_ids` and `audio_features` are the
+                masked inputs (see `DataCollatorForCTALPretraining`).
+            labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*): original ids of the masked
+                tokens, -100 elsewhere.
+            mcam_labels (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_feature_size)`, *optional*):
+                the original (unmasked) frames.
+            mcam_label_mask (`torch.Tensor` of shape `(batch_size, audio_frames)`, *optional*): 1 for the frames
+                selected for MCAM (the loss counts only these).
+        """
+        if (mcam_labels is None) != (mcam_label_mask is None):
+            raise ValueError("Pass `mcam_labels` and `mcam_label_mask` together (targets and the frames they cover).")
+        outputs = self.ctal(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            audio_features=audio_features,
+            audio_attention_mask=audio_attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        mlm_logits = self.mlm_head(outputs.text_last_hidden_state)
+        mcam_predictions = None
+        if outputs.audio_last_hidden_state is not None:
+            mcam_predictions = self.mcam_head(outputs.audio_last_hidden_state)
+
+        mlm_loss = mcam_loss = loss = None
+        if labels is not None and self.config.mlm_loss_weight > 0:
+            mlm_loss = masked_lm_loss(mlm_logits, labels)
+            loss = self.config.mlm_loss_weight * mlm_loss
+        if mcam_labels is not None and self.config.mcam_loss_weight > 0:
+            if mcam_predictions is None:
+                raise ValueError("`mcam_labels` were given without `audio_features`.")
+            mcam_loss = masked_acoustic_loss(mcam_predictions, mcam_labels, mcam_label_mask)
+            weighted = self.config.mcam_loss_weight * mcam_loss
+            loss = weighted if loss is None else loss + weighted
+
+        return CTALForPreTrainingOutput(
+            loss=loss,
+            mlm_loss=mlm_loss,
+            mcam_loss=mcam_loss,
+            mlm_logits=mlm_logits,
+            mcam_predictions=mcam_predictions,
+            **outputs,
+        )
+
+
+class CTALAttentionPooling(nn.Module):
+    """Attention pooling over time (section 3.3): `h^attn = Softmax(v . tanh(W . H)) . H`, padding excluded."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(torch.tanh(self.dense(hidden_states))).squeeze(-1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        return torch.einsum("bt,bth->bh", weights, hidden_states)
+
+
+def masked_max_pool(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """MaxPool over time of `(B, T, H)` states, padding excluded -> `(B, H)`."""
+    if mask is not None:
+        hidden_states = hidden_states.masked_fill(~mask.bool()[..., None], torch.finfo(hidden_states.dtype).min)
+    return hidden_states.max(dim=1).values
+
+
+def orthogonal_loss(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """`|a . s| / (||a|| ||s||)` averaged over the batch (section 3.3.1, with the denominator the paper intends)."""
+    return nn.functional.cosine_similarity(first, second, dim=-1, eps=1e-8).abs().mean()
+
+
+@dataclass
+class CTALSequenceClassifierOutput(ModelOutput):
+    r"""
+    Outputs of [`CTALForSequenceClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, with labels): task loss, plus `orthogonal_loss_weight *
+            orthogonal_loss` in training.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`).
+        embeddings (`torch.FloatTensor` of shape `(batch_size, 2 * hidden_size)`): the utterance representation fed to
+            the classifier (h^fuse with fusion); cosine-score it for speaker verification.
+        orthogonal_loss (`torch.FloatTensor` of shape `()`): the orthogonal regularisation term (section 3.3.1), when
+            fusion uses both modalities.
+        text_hidden_states, audio_hidden_states, text_attentions, audio_attentions, cross_attentions: as in
+            [`CTALModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    orthogonal_loss: torch.FloatTensor | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    audio_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class CTALForSequenceClassification(CTALPreTrainedModel):
+    """CTAL with the fine-tuning head of section 3.3: audio attention pooling + max pooling, text `<s>` state + max
+    pooling, the fusion `h^fuse = (h_a^attn + h_w^attn) (+) (h_a^max + h_w^max)` and a linear classifier on h^fuse.
+    Ablations (Table 4): `use_fusion=False` gives `h_w^attn (+) h_a^attn`; `modality_outputs="audio"`/`"text"` gives
+    `h^attn (+) h^max` of one stream. Classification (cross-entropy), regression (`num_labels=1`; L1 as in the paper or
+    MSE with `regression_loss="mse"`) and multi-label classification (BCE) follow `config.problem_type`."""
+
+    def __init__(self, config: CTALConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ctal = CTALModel(config)
+        self.audio_pooling = CTALAttentionPooling(config.audio_hidden_size) if config.modality_outputs != "text" else None
+        width = 2 * (config.text_hidden_size if config.modality_outputs == "text" else config.audio_hidden_size)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.audio_hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.post_init()
+
+    def _pool(self, outputs: CTALModelOutput, attention_mask, audio_attention_mask):
+        """The four pooled vectors of section 3.3, each `(B, H)` (None for a modality that is not used)."""
+        text_attn = text_max = audio_attn = audio_max = None
+        if self.config.modality_outputs != "audio":
+            text_attn = outputs.text_last_hidden_state[:, 0]
+            text_max = masked_max_pool(outputs.text_last_hidden_state, attention_mask)
+        if self.config.modality_outputs != "text":
+            audio_attn = self.audio_pooling(outputs.audio_last_hidden_state, audio_attention_mask)
+            audio_max = masked_max_pool(outputs.audio_last_hidden_state, audio_attention_mask)
+        return text_attn, text_max, audio_attn, audio_max
+
+    def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            loss_fct = nn.functional.l1_loss if self.config.regression_loss == "l1" else nn.functional.mse_loss
+            return loss_fct(logits.squeeze(-1).float(), labels.view(-1).float())
+        if self.config.problem_type == "single_label_classification":
+            return nn.functional.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_features: torch.FloatTensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CTALSequenceClassifierOutput:
+        r"""
+        Args:
+            input_ids, attention_mask, audio_features, audio_attention_mask, inputs_embeds, output_attentions,
+                output_hidden_states, return_dict: as in [`CTALModel`].
+            labels (`torch.Tensor`, *optional*): class ids `(batch_size,)`, regression targets `(batch_size,)` for
+                `num_labels=1`, or multi-hot `(batch_size, num_labels)` floats for multi-label classification.
+        """
+        if audio_features is None and self.config.modality_outputs != "text":
+            raise ValueError(
+                f"`audio_features` are required with `modality_outputs={self.config.modality_outputs!r}`."
+            )
+        outputs = self.ctal(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            audio_features=audio_features,
+            audio_attention_mask=audio_attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        text_attn, text_max, audio_attn, audio_max = self._pool(outputs, attention_mask, audio_attention_mask)
+
+        ortho = None
+        if self.config.modality_outputs == "audio":
+            embeddings = torch.cat([audio_attn, audio_max], dim=-1)
+        elif self.config.modality_outputs == "text":
+            embeddings = torch.cat([text_attn, text_max], dim=-1)
+        elif self.config.use_fusion:
+            embeddings = torch.cat([audio_attn + text_attn, audio_max + text_max], dim=-1)
+            ortho = orthogonal_loss(audio_attn, text_attn) + orthogonal_loss(audio_max, text_max)
+        else:
+            embeddings = torch.cat([text_attn, audio_attn], dim=-1)
+
+        logits = self.classifier(self.dropout(embeddings))
+        loss = None
+        if labels is not None:
+            loss = self._task_loss(logits, labels)
+            if ortho is not None and self.training and self.config.orthogonal_loss_weight > 0:
+                loss = loss + self.config.orthogonal_loss_weight * ortho
+
+        return CTALSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            embeddings=embeddings,
+            orthogonal_loss=ortho,
+            text_hidden_states=outputs.text_hidden_states,
+            audio_hidden_states=outputs.audio_hidden_states,
+            text_attentions=outputs.text_attentions,
+            audio_attentions=outputs.audio_attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+
+
+__all__ = [
+    "CTALModel",
+    "CTALForPreTraining",
+    "CTALForSequenceClassification",
+    "CTALPreTrainedModel",
+    "CTALModelOutput",
+    "CTALForPreTrainingOutput",
+    "CTALSequenceClassifierOutput",
+]

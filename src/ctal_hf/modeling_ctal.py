@@ -348,6 +348,9 @@ class CTALModelOutput(ModelOutput):
 class CTALModel(CTALPreTrainedModel):
     """The bare CTAL model: text encoder + text-referred audio encoder (paper Figure 1, section 3.1)."""
 
+    # Loading the encoder from a pre-training or fine-tuning checkpoint leaves their heads behind, by design.
+    _keys_to_ignore_on_load_unexpected = [r"^mlm_head\.", r"^mcam_head\.", r"^audio_pooling\.", r"^classifier\."]
+
     def __init__(self, config: CTALConfig):
         super().__init__(config)
         self.text_embeddings = CTALTextEmbeddings(config)

@@ -1,0 +1,503 @@
+"""CTAL audio front-end: the frame-level acoustic surface features of paper section 3.1.1.
+
+"The input audio signal is first transformed into frames of width 50ms and step 12.5ms. Then the 80 dimension
+Mel-spectrograms are extracted from each frame and concatenated with their first order derivatives, making the feature
+dimension to 160." The authors computed them with librosa (section 4.1); this module reproduces their exact recipe
+(`preprocess/audio.py` of the original code) as a batched torch computation:
+
+1. centred frames: the signal is padded by `n_fft // 2` samples on each side (librosa's `pad_mode="reflect"` of 2021),
+   so an utterance of `L` samples gives `T = 1 + L // hop_length` frames;
+2. power spectrum of each Hann-windowed frame (window `win_length` zero-padded to `n_fft`);
+3. `num_mel_bins` Slaney-scale, Slaney-normalised triangular filters between `f_min` and `f_max`;
+4. natural log of `mel + log_offset`;
+5. first-order delta over time (librosa's `delta`: Savitzky-Golay, `delta_width` frames, `mode="interp"`);
+6. `[log-mel | delta]` per frame, then per-utterance CMVN over valid frames: `(x - mean_t) / (std_t + cmvn_eps)`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+import torch.nn.functional as F
+from transformers.audio_utils import mel_filter_bank
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import PaddingStrategy, TensorType, logging
+
+
+logger = logging.get_logger(__name__)
+
+# Window functions that match `scipy.signal.get_window(name, n, fftbins=True)`, which librosa uses.
+WINDOW_FUNCTIONS = {"hann": torch.hann_window, "hamming": torch.hamming_window, "blackman": torch.blackman_window}
+PAD_MODES = ("reflect", "constant")
+# Largest complex spectrum (bytes) computed in one batch: on CPU, one 10 s utterance (13 MB) or several short ones
+# (16 x 10 s at once measured 2.5x slower on a 2-core machine: memory traffic); GPUs take large batches.
+SPECTRUM_BYTES = {"cpu": 16 * 2**20, "accelerator": 2**31}
+# Relative std under which CMVN treats a feature dimension as constant (float64 rounding is ~1e-16).
+CONSTANT_STD = 1e-12
+# A 2-D array is one multi-channel recording; more channels than this means it is probably a batch.
+MAX_CHANNELS = 8
+
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[float]
+
+
+class CTALFeatureExtractor(SequenceFeatureExtractor):
+    r"""
+    Computes CTAL's acoustic input features (paper section 3.1.1): per frame, `num_mel_bins` log-mel energies and
+    their first-order deltas, normalised per utterance (CMVN). Defaults reproduce the authors' recipe: 16 kHz audio,
+    50 ms Hann window (800 samples) every 12.5 ms (200 samples), `n_fft=2048`, centred frames with reflect padding,
+    80 Slaney mel filters on 0-8000 Hz, `log(mel + 1e-6)`, delta width 9 (`mode="interp"`), CMVN with population std.
+    Every recipe choice is a saved parameter, so e.g. the 25 ms / 10 ms / `n_fft=400` variant of the original config
+    is `CTALFeatureExtractor(win_length=400, hop_length=160, n_fft=400)`.
+
+    All utterances of a call are computed together (one `torch.stft` over the batch) and the result equals computing
+    them one by one: each utterance is padded with its own samples, and deltas and CMVN only see its valid frames.
+    The computation runs in float64 (on `device`): float32 spectra are off by up to ~1e-4 in the log-mel of pure
+    tones, whose low-energy bins `log(mel + 1e-6)` exposes. The returned features are float32. A dimension that is
+    constant over an utterance (digital silence; the deltas of an utterance of at most `delta_width` frames) gets 0
+    from CMVN, the exact value, where the plain formula returns amplified rounding noise.
+
+    Args:
+        num_mel_bins (`int`, defaults to 80): number of mel filters; the feature size is `2 * num_mel_bins`.
+        sampling_rate (`int`, defaults to 16000): rate the features are computed at; other rates are resampled.
+        win_length (`int`, defaults to 800): analysis window in samples (50 ms); also the shortest accepted audio.
+        hop_length (`int`, defaults to 200): frame step in samples (12.5 ms).
+        n_fft (`int`, defaults to 2048): FFT size (even); the window is zero-padded to it, centred.
+        window_type (`str`, defaults to `"hann"`): `"hann"`, `"hamming"` or `"blackman"` (periodic).
+        center (`bool`, defaults to `True`): pad `n_fft // 2` samples on both sides so frame `t` is centred on sample
+            `t * hop_length`; `False` frames the raw signal (`T = 1 + (L - n_fft) // hop_length`).
+        pad_mode (`str`, defaults to `"reflect"`): padding of centred frames, `"reflect"` (librosa < 0.10, used by the
+            authors; numpy's repeated reflection when the pad is longer than the audio) or `"constant"` (zeros, librosa
+            >= 0.10).
+        power (`float`, defaults to 2.0): exponent of the magnitude spectrum (2 = power spectrogram).
+        mel_scale (`str`, defaults to `"slaney"`): `"slaney"`, `"htk"` or `"kaldi"` mel scale.
+        mel_norm (`str`, *optional*, defaults to `"slaney"`): `"slaney"` area normalisation of the filters, or `None`.
+        f_min, f_max (`float`, default to 0.0 and 8000.0): frequency range of the mel filters in Hz.
+        log_offset (`float`, defaults to 1e-6): added to the mel energies before the natural log.
+        delta_width (`int`, defaults to 9): odd number of frames of the Savitzky-Golay delta (librosa `width`).
+        do_cmvn (`bool`, defaults to `True`): per-utterance mean and variance normalisation of each dimension.
+        cmvn_eps (`float`, defaults to 1e-16): added to the standard deviation (population std, as `numpy.std`).
+        max_frames (`int`, defaults to 3000): default truncation and `"max_length"` padding length (37.5 s at 12.5 ms),
+            the number of audio positions of `CTALConfig.max_audio_frames`.
+        padding_value (`float`, defaults to 0.0): value of padding frames.
+        return_attention_mask (`bool`, defaults to `True`): whether calls return `audio_attention_mask`.
+    """
+
+    model_input_names = ["audio_features", "audio_attention_mask"]
+
+    def __init__(
+        self,
+        num_mel_bins: int = 80,
+        sampling_rate: int = 16000,
+        win_length: int = 800,
+        hop_length: int = 200,
+        n_fft: int = 2048,
+        window_type: str = "hann",
+        center: bool = True,
+        pad_mode: str = "reflect",
+        power: float = 2.0,
+        mel_scale: str = "slaney",
+        mel_norm: str | None = "slaney",
+        f_min: float = 0.0,
+        f_max: float = 8000.0,
+        log_offset: float = 1e-6,
+        delta_width: int = 9,
+        do_cmvn: bool = True,
+        cmvn_eps: float = 1e-16,
+        max_frames: int = 3000,
+        padding_value: float = 0.0,
+        return_attention_mask: bool = True,
+        **kwargs,
+    ):
+        # `feature_size` comes back from saved configs; it is derived, so only check it.
+        feature_size = kwargs.pop("feature_size", 2 * num_mel_bins)
+        if feature_size != 2 * num_mel_bins:
+            raise ValueError(
+                f"`feature_size` ({feature_size}) must be 2 * num_mel_bins ({2 * num_mel_bins}): log-mel plus delta."
+            )
+        if kwargs.get("padding_side", "right") != "right":
+            raise ValueError("CTALFeatureExtractor pads on the right only; remove `padding_side`.")
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        self.num_mel_bins = num_mel_bins
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.n_fft = n_fft
+        self.window_type = window_type
+        self.center = center
+        self.pad_mode = pad_mode
+        self.power = power
+        self.mel_scale = mel_scale
+        self.mel_norm = mel_norm
+        self.f_min = f_min
+        self.f_max = f_max
+        self.log_offset = log_offset
+        self.delta_width = delta_width
+        self.do_cmvn = do_cmvn
+        self.cmvn_eps = cmvn_eps
+        self.max_frames = max_frames
+        self._validate_recipe()
+        # float32 filters as librosa builds them (bit-exact with `librosa.filters.mel`), applied in float64.
+        # `to_dict` leaves out the `mel_filters` attribute. Shape (n_fft // 2 + 1, num_mel_bins).
+        self.mel_filters = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=num_mel_bins,
+            min_frequency=f_min,
+            max_frequency=f_max,
+            sampling_rate=sampling_rate,
+            norm=mel_norm,
+            mel_scale=mel_scale,
+            dtype=np.float32,
+        )
+
+    def _validate_recipe(self) -> None:
+        for name in ("num_mel_bins", "sampling_rate", "win_length", "hop_length", "n_fft", "max_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.n_fft % 2:
+            raise ValueError(f"`n_fft` must be even, got {self.n_fft}; use e.g. {self.n_fft + 1}.")
+        if not 2 <= self.win_length <= self.n_fft:
+            raise ValueError(f"`win_length` ({self.win_length}) must be between 2 and n_fft ({self.n_fft}).")
+        if self.hop_length > self.win_length:
+            raise ValueError(
+                f"`hop_length` ({self.hop_length}) must not exceed `win_length` ({self.win_length}): samples between "
+                "windows would be ignored."
+            )
+        if self.window_type not in WINDOW_FUNCTIONS:
+            raise ValueError(f"`window_type` must be one of {sorted(WINDOW_FUNCTIONS)}, got {self.window_type!r}.")
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"`pad_mode` must be one of {PAD_MODES}, got {self.pad_mode!r}.")
+        if not 0 <= self.f_min < self.f_max <= self.sampling_rate / 2:
+            raise ValueError(
+                f"Need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={self.f_min}, f_max={self.f_max}, "
+                f"sampling_rate={self.sampling_rate}."
+            )
+        if self.power <= 0 or self.log_offset <= 0 or self.cmvn_eps < 0:
+            raise ValueError("`power` and `log_offset` must be > 0 and `cmvn_eps` >= 0.")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            raise ValueError(f"`delta_width` must be an odd integer >= 3 (librosa's rule), got {self.delta_width}.")
+
+    @property
+    def min_num_samples(self) -> int:
+        """Shortest accepted audio in samples: one analysis window (`win_length`, or `n_fft` without centring)."""
+        return self.win_length if self.center else self.n_fft
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames of an utterance of `num_samples` samples (at `sampling_rate`).
+
+        Centred frames (default): `T = 1 + num_samples // hop_length` (librosa and `torch.stft` with `center=True`
+        and an even `n_fft`), e.g. 1 s at 16 kHz gives 81 frames. Without centring: `1 + (num_samples - n_fft) //
+        hop_length`.
+        """
+        if self.center:
+            return 1 + num_samples // self.hop_length
+        return 1 + (num_samples - self.n_fft) // self.hop_length
+
+    def __call__(
+        self,
+        audio: AudioInput | Sequence[AudioInput],
+        sampling_rate: int | None = None,
+        padding: bool | str | PaddingStrategy = "longest",
+        max_length: int | None = None,
+        truncation: bool = True,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | TensorType | None = None,
+        device: str | torch.device = "cpu",
+    ) -> BatchFeature:
+        r"""
+        Featurise one utterance or a batch.
+
+        Args:
+            audio: one utterance or a list/tuple of utterances (a batch). An utterance is
+                - a 1-D float array or tensor (mono) or a list of floats;
+                - a 2-D float array or tensor: ONE multi-channel recording, channels on the shorter axis (at most
+                  8, as `(channels, samples)` or `(samples, channels)`), down-mixed by averaging the channels
+                  (as `librosa.to_mono`); pass a batch as a list, not as a 2-D array;
+                - a path to an audio file, decoded with soundfile, down-mixed and resampled from the rate in
+                  its header (which wins over `sampling_rate`).
+                Integer PCM arrays are rejected: divide int16 samples by 32768 (int32 by 2**31) to get floats in
+                [-1, 1]. Audio shorter than one window (`min_num_samples`, 800 samples = 50 ms by default) and audio
+                with NaN/inf samples are rejected.
+            sampling_rate (`int`): rate of the in-memory audio; required for arrays/tensors (there is no safe
+                guess), resampled with soxr (`"HQ"`) when it differs from `self.sampling_rate`. Not needed for paths.
+            padding (`bool` or `str`, defaults to `"longest"`): `True`/`"longest"` pads to the longest utterance,
+                `"max_length"` to `max_length` frames (or the longest utterance if that is longer and not truncated).
+            max_length (`int`, *optional*): frame count for `"max_length"` padding and truncation; defaults to
+                `max_frames`.
+            truncation (`bool`, defaults to `True`): keep only the first `max_length` frames of longer utterances
+                (with a warning). Features are computed on the whole utterance first, so CMVN statistics cover all of
+                it, as in the original fine-tuning code. `False` keeps every frame.
+            pad_to_multiple_of (`int`, *optional*): round the padded frame count up to a multiple of this.
+            return_attention_mask (`bool`, *optional*): defaults to `self.return_attention_mask` (`True`).
+            return_tensors (`str`, *optional*): `"pt"` for torch tensors (left on `device`); `"np"` or `None` for
+                numpy arrays.
+            device (`str` or `torch.device`, defaults to `"cpu"`): where the computation runs, e.g. `"cuda"`; tensors
+                on another device are moved there.
+
+        Returns:
+            [`BatchFeature`] with `audio_features` of shape (batch, T, 2 * num_mel_bins) float32 (`[log-mel | delta]`
+            per frame, CMVN-normalised, padding frames set to `padding_value`) and `audio_attention_mask` of shape
+            (batch, T) int64, 1 for valid frames and 0 for padding.
+        """
+        if isinstance(padding, bool):
+            padding_strategy = PaddingStrategy.LONGEST if padding else PaddingStrategy.DO_NOT_PAD
+        else:
+            padding_strategy = PaddingStrategy(padding)
+        if padding_strategy == PaddingStrategy.DO_NOT_PAD:
+            raise ValueError(
+                "CTALFeatureExtractor always returns a padded batch with `audio_attention_mask`; use "
+                "padding='longest' or padding='max_length'."
+            )
+        max_length = self.max_frames if max_length is None else max_length
+        return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        device = torch.device(device)
+
+        waveforms = self._prepare_waveforms(audio, sampling_rate, device)
+        features, num_frames = self.extract_features(waveforms)
+
+        if truncation and int(num_frames.max()) > max_length:
+            too_long = (num_frames > max_length).nonzero().flatten().tolist()
+            logger.warning(
+                f"Audio {too_long} give more than max_length={max_length} frames "
+                f"({max_length * self.hop_length / self.sampling_rate:.1f} s); keeping the first {max_length} frames. "
+                "Pass truncation=False to keep every frame (the model accepts `config.max_audio_frames`)."
+            )
+            num_frames = num_frames.clamp(max=max_length)
+        target = int(num_frames.max())
+        if padding_strategy == PaddingStrategy.MAX_LENGTH:
+            target = max(target, max_length)
+        if pad_to_multiple_of is not None:
+            target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+        features = F.pad(features[:, :target], (0, 0, 0, max(0, target - features.shape[1])))
+
+        mask = torch.arange(target, device=device) < num_frames[:, None]
+        data = {"audio_features": features.masked_fill(~mask[..., None], self.padding_value)}
+        if return_attention_mask:
+            data["audio_attention_mask"] = mask.long()
+        if return_tensors is None or TensorType(return_tensors) != TensorType.PYTORCH:
+            data = {key: value.cpu().numpy() for key, value in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def extract_features(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of a batch of prepared waveforms (section 3.1.1).
+
+        Consecutive utterances are computed together, in groups whose complex spectrum fits the device's
+        `SPECTRUM_BYTES` (at least one utterance per group): on CPU, spectra larger than the caches cost more in memory
+        traffic than batching saves; a GPU takes large groups.
+
+        Args:
+            waveforms: B 1-D float64 tensors on one device, at `sampling_rate`, each at least `min_num_samples` long.
+
+        Returns:
+            `features` (B, T_max, 2 * num_mel_bins) float32, with unspecified values in the frames of each utterance
+            beyond its own count, and `num_frames` (B,) int64, `T_b = num_frames(len(waveforms[b]))`.
+        """
+        device = waveforms[0].device
+        frame_counts = [self.num_frames(len(waveform)) for waveform in waveforms]
+        budget = SPECTRUM_BYTES.get(device.type, SPECTRUM_BYTES["accelerator"])
+        frame_bytes = (self.n_fft // 2 + 1) * torch.complex128.itemsize
+        groups, start, longest = [], 0, 0
+        for index, frames in enumerate(frame_counts):
+            longest = max(longest, frames)
+            if index > start and (index - start + 1) * longest * frame_bytes > budget:
+                groups.append(slice(start, index))
+                start, longest = index, frames
+        groups.append(slice(start, len(waveforms)))
+        parts = [self._group_features(waveforms[group], frame_counts[group]) for group in groups]
+        features = torch.cat([F.pad(part, (0, 0, 0, max(frame_counts) - part.shape[1])) for part in parts])
+        return features, torch.tensor(frame_counts, device=device)
+
+    def _group_features(self, waveforms: list[torch.Tensor], frame_counts: list[int]) -> torch.Tensor:
+        """`extract_features` of one group in one batched computation: (B, T_max, 2 * num_mel_bins) float32."""
+        device = waveforms[0].device
+        lengths = torch.tensor([len(waveform) for waveform in waveforms], device=device)
+        num_frames = torch.tensor(frame_counts, device=device)
+
+        framed = self._pad_signals(torch.cat(waveforms), lengths)  # (B, L_max + 2 * pad)
+        window = WINDOW_FUNCTIONS[self.window_type](self.win_length, periodic=True, dtype=torch.float64, device=device)
+        spectrum = torch.stft(
+            framed,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=window,
+            center=False,  # padding already done per utterance
+            return_complex=True,
+        )  # (B, n_fft // 2 + 1, T_max)
+        squared = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 = re^2 + im^2, no sqrt
+        power = squared if self.power == 2 else squared.pow(self.power / 2)
+        mel_filters = torch.from_numpy(self.mel_filters).to(device=device, dtype=torch.float64)
+        log_mel = torch.log(mel_filters.T @ power + self.log_offset)  # (B, num_mel_bins, T_max)
+
+        valid = (torch.arange(log_mel.shape[-1], device=device) < num_frames[:, None]).unsqueeze(1)  # (B, 1, T_max)
+        features = torch.cat([log_mel, self._delta(log_mel, num_frames, valid)], dim=1)
+        if self.do_cmvn:
+            count = num_frames[:, None, None].to(torch.float64)
+            mean = features.masked_fill(~valid, 0.0).sum(-1, keepdim=True) / count
+            centred = (features - mean).masked_fill(~valid, 0.0)
+            std = torch.sqrt(centred.square().sum(-1, keepdim=True) / count)  # population std (numpy's default)
+            # A dimension constant over the utterance (digital silence, the deltas of an utterance of at most
+            # `delta_width` frames) has a std of rounding size, which the division would blow up into noise that
+            # depends on the batch; its exact value, 0, is kept instead.
+            constant = std <= CONSTANT_STD * (1 + mean.abs())
+            features = torch.where(constant, 0.0, centred / (std + self.cmvn_eps))
+        return features.transpose(1, 2).to(torch.float32)
+
+    def _pad_signals(self, flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Stack B signals (concatenated in `flat`) into a (B, L_max + 2 * pad) matrix, each padded with `pad_mode`
+        from its OWN samples (pad = `n_fft // 2` when centred, else 0) and followed by zeros. Reflection follows
+        `np.pad(mode="reflect")`, whose index pattern repeats with period 2 * (L - 1), so pads longer than the signal
+        (L <= n_fft // 2, where `torch.nn.functional.pad` refuses) reflect again, as in librosa."""
+        pad = self.n_fft // 2 if self.center else 0
+        offsets = torch.cumsum(lengths, 0) - lengths
+        length = lengths[:, None]
+        column = torch.arange(int(lengths.max()) + 2 * pad, device=flat.device)
+        source = (column - pad).expand(len(lengths), -1)  # index into each signal, before padding rules
+        if self.pad_mode == "reflect":
+            period = 2 * (length - 1)
+            source = source.remainder(period)
+            source = torch.where(source >= length, period - source, source)
+            keep = column < length + 2 * pad
+        else:
+            keep = (source >= 0) & (source < length)
+        gathered = flat[offsets[:, None] + source.clamp(min=0).minimum(length - 1)]
+        return gathered.masked_fill(~keep, 0.0)
+
+    def _delta(self, log_mel: torch.Tensor, num_frames: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """First-order delta over time as `librosa.feature.delta(width=delta_width, mode="interp")`, per utterance.
+
+        Inside, delta[t] = sum_{n=-h..h} n * x[t+n] / sum n^2 (h = delta_width // 2). With `mode="interp"` the first
+        and last h frames take the slope of the least-squares line through the first/last `delta_width` frames, which
+        equals the inside value at frame h (resp. T - 1 - h). An utterance with fewer than `delta_width` frames (which
+        librosa rejects) gets, on every frame, the least-squares slope over all its frames: the same rule with the
+        window cut to the utterance (librosa's value for `width=T` when T is odd).
+
+        Args:
+            log_mel: (B, M, T_max) float64. num_frames: (B,). valid: (B, 1, T_max) bool.
+        """
+        batch, bins, max_frames = log_mel.shape
+        half = self.delta_width // 2
+        taps = torch.arange(-half, half + 1, dtype=log_mel.dtype, device=log_mel.device)
+        taps = taps / taps.square().sum()
+        # Zeros after T_max only keep conv1d defined when every utterance is short; those rows use the slope below.
+        padded = F.pad(log_mel.reshape(batch * bins, 1, max_frames), (0, max(0, self.delta_width - max_frames)))
+        inside = F.conv1d(padded, taps.view(1, 1, -1)).view(batch, bins, -1)  # inside[..., j] = delta at j + h
+        position = torch.arange(max_frames, device=log_mel.device)
+        source = torch.minimum(position.clamp(min=half), (num_frames[:, None] - 1 - half).clamp(min=half)) - half
+        edged = inside.gather(-1, source[:, None, :].expand(batch, bins, max_frames))
+
+        centred_time = torch.where(valid, position - (num_frames[:, None, None] - 1) / 2, 0.0)
+        # The clamp gives a single frame (possible without centring) a slope of 0 instead of 0 / 0.
+        spread = centred_time.square().sum(-1, keepdim=True).clamp(min=torch.finfo(log_mel.dtype).tiny)
+        slope = (centred_time * log_mel).sum(-1, keepdim=True) / spread
+        short = (num_frames < self.delta_width)[:, None, None]
+        return torch.where(short, slope, edged)
+
+    def _prepare_waveforms(
+        self, audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None, device: torch.device
+    ) -> list[torch.Tensor]:
+        """Turn the accepted inputs into 1-D float64 tensors at `self.sampling_rate` on `device`, with clear errors."""
+        # A list/tuple is a batch, unless it holds numbers (one utterance as a list of samples).
+        is_single = not isinstance(audio, (list, tuple)) or (
+            len(audio) > 0 and isinstance(audio[0], (int, float, np.number))
+        )
+        items = [audio] if is_single else list(audio)
+        if not items:
+            raise ValueError("No audio given: pass one utterance or a non-empty list of utterances.")
+        has_arrays = any(not isinstance(item, (str, os.PathLike)) for item in items)
+        if has_arrays and sampling_rate is None:
+            raise ValueError(
+                f"`sampling_rate` is required for in-memory audio: pass the rate it was recorded at, e.g. "
+                f"sampling_rate=16000 (it is resampled to {self.sampling_rate} Hz when different). Features of audio "
+                "at a wrong rate are silently wrong, so there is no default. File paths carry their own rate."
+            )
+        if sampling_rate is not None and (not isinstance(sampling_rate, (int, np.integer)) or sampling_rate < 1):
+            raise ValueError(f"`sampling_rate` must be a positive integer (Hz), got {sampling_rate!r}.")
+        return [self._prepare_one(item, index, sampling_rate, device) for index, item in enumerate(items)]
+
+    def _prepare_one(self, item, index: int, sampling_rate: int | None, device: torch.device) -> torch.Tensor:
+        if isinstance(item, (str, os.PathLike)):
+            samples, rate = _read_audio_file(item, index)
+            waveform = torch.from_numpy(samples)
+        else:
+            waveform, rate = _as_float64_tensor(item, index), sampling_rate
+            if waveform.ndim == 2:
+                waveform = _downmix(waveform, index)
+            elif waveform.ndim != 1:
+                raise ValueError(
+                    f"Audio {index} has {waveform.ndim} dimensions (shape {tuple(waveform.shape)}); an utterance is "
+                    "1-D (mono) or 2-D (one multi-channel recording). Pass a batch as a list of utterances."
+                )
+        if not torch.isfinite(waveform).all():
+            first = int((~torch.isfinite(waveform)).nonzero()[0])
+            raise ValueError(
+                f"Audio {index} contains NaN or infinite samples (first at sample {first}); repair or drop it."
+            )
+        if rate != self.sampling_rate and waveform.numel() > 0:
+            waveform = torch.from_numpy(soxr.resample(waveform.cpu().numpy(), rate, self.sampling_rate, quality="HQ"))
+        if waveform.numel() == 0:
+            raise ValueError(f"Audio {index} is empty; drop it or pass at least {self.min_num_samples} samples.")
+        if waveform.numel() < self.min_num_samples:
+            raise ValueError(
+                f"Audio {index} has {waveform.numel()} samples at {self.sampling_rate} Hz, fewer than one analysis "
+                f"window ({self.min_num_samples} samples = {1000 * self.min_num_samples / self.sampling_rate:g} ms); "
+                "pad it with silence or drop it."
+            )
+        return waveform.to(device)
+
+
+def _as_float64_tensor(item, index: int) -> torch.Tensor:
+    """An in-memory utterance as a float64 tensor, rejecting integer PCM and other non-float data."""
+    if isinstance(item, torch.Tensor):
+        tensor = item.detach()
+    else:
+        array = np.array(item)
+        if array.dtype.kind not in "biufc":
+            raise ValueError(f"Audio {index} has dtype {array.dtype}; pass real-valued float samples in [-1, 1].")
+        tensor = torch.from_numpy(array)
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"Audio {index} has dtype {tensor.dtype}; pass real-valued float samples in [-1, 1].")
+    if not tensor.is_floating_point():
+        raise ValueError(
+            f"Audio {index} holds integer PCM samples ({tensor.dtype}). Convert it to float in [-1, 1] first: divide "
+            "int16 samples by 32768 (int32 by 2**31), or load the file as float (e.g. soundfile.read(path)). Unscaled "
+            "integers give features on another scale than the model was trained on."
+        )
+    return tensor.to(torch.float64)
+
+
+def _downmix(waveform: torch.Tensor, index: int) -> torch.Tensor:
+    """Average the channels of one multi-channel recording (as `librosa.to_mono`); channels are the shorter axis."""
+    channel_axis = int(waveform.shape[0] > waveform.shape[1])
+    if waveform.shape[channel_axis] > MAX_CHANNELS:
+        raise ValueError(
+            f"Audio {index} is a 2-D array of shape {tuple(waveform.shape)}, read as one recording with "
+            f"{waveform.shape[channel_axis]} channels (more than {MAX_CHANNELS}). To pass a batch, pass a list of 1-D "
+            "arrays (e.g. `list(batch)`)."
+        )
+    return waveform.mean(dim=channel_axis)
+
+
+def _read_audio_file(path: str | os.PathLike, index: int) -> tuple[np.ndarray, int]:
+    """Decode a file with soundfile (any format libsndfile reads) to mono float64 and its own sampling rate."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Audio {index}: no file at {os.fspath(path)!r}.")
+    try:
+        samples, rate = soundfile.read(path, dtype="float64", always_2d=True)  # (samples, channels)
+    except soundfile.LibsndfileError as error:
+        raise ValueError(f"Audio {index}: soundfile cannot decode {os.fspath(path)!r} ({error}).") from error
+    return samples.mean(axis=1), rate
+
+
+__all__ = ["CTALFeatureExtractor"]

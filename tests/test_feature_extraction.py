@@ -1,0 +1,328 @@
+"""CTALFeatureExtractor: parity with librosa's computation of the authors' recipe (paper section 3.1.1), batching,
+frame counts, input handling and errors."""
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+import soxr
+import torch
+
+from ctal_hf import CTALFeatureExtractor
+
+
+# librosa warns when n_fft exceeds the audio; those short lengths are tested on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")
+
+SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark_module():
+    """`benchmarks/feature_extraction.py`, which holds the librosa computation of the recipe (`librosa_features`)."""
+    spec = importlib.util.spec_from_file_location(
+        "ctal_feature_benchmark", ROOT / "benchmarks" / "feature_extraction.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def librosa_features():
+    """librosa reference, warmed up once: its first call compiles numba code (~20 s on a fresh machine)."""
+    function = load_benchmark_module().librosa_features
+    function(make_audio(4000), CTALFeatureExtractor())
+    return function
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return CTALFeatureExtractor()
+
+
+def make_audio(num_samples: int, seed: int = 0, rate: int = SR) -> np.ndarray:
+    """Tone + chirp + white noise (float64): every mel band has energy, so CMVN divides by a real std."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / rate
+    chirp = np.sin(2 * np.pi * (80 * t + 1500 * t**2))
+    return 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * chirp + 0.05 * rng.standard_normal(num_samples)
+
+
+def features_of(extractor, audio, **kwargs) -> np.ndarray:
+    return extractor(audio, sampling_rate=SR, **kwargs)["audio_features"][0]
+
+
+def test_defaults_are_the_authors_recipe(extractor):
+    # preprocess/audio.py of the original code: 'mel' features with delta and CMVN at 16 kHz.
+    assert (extractor.sampling_rate, extractor.num_mel_bins, extractor.feature_size) == (16000, 80, 160)
+    assert (extractor.win_length, extractor.hop_length, extractor.n_fft) == (800, 200, 2048)  # 50 ms / 12.5 ms
+    assert (extractor.window_type, extractor.center, extractor.pad_mode, extractor.power) == (
+        "hann",
+        True,
+        "reflect",
+        2.0,
+    )
+    assert (extractor.mel_scale, extractor.mel_norm, extractor.f_min, extractor.f_max) == (
+        "slaney",
+        "slaney",
+        0.0,
+        8000.0,
+    )
+    assert (extractor.log_offset, extractor.delta_width, extractor.do_cmvn, extractor.cmvn_eps) == (
+        1e-6,
+        9,
+        True,
+        1e-16,
+    )
+    assert extractor.max_frames == 3000
+    assert extractor.model_input_names == ["audio_features", "audio_attention_mask"]
+    np.testing.assert_array_equal(
+        extractor.mel_filters.T, librosa.filters.mel(sr=SR, n_fft=2048, n_mels=80, fmax=8000)
+    )
+
+
+# 1600 samples is the shortest giving 9 frames (librosa's delta needs width <= T); 1600-2047 are shorter than n_fft.
+# With exactly 9 frames, the 'interp' delta is the same on every frame: librosa's CMVN of it is rounding noise (ours is
+# 0, see test_constant_dimensions_normalise_to_zero), so CMVN is compared from 10 frames on.
+@pytest.mark.parametrize(
+    "num_samples, do_cmvn",
+    [(1600, False)] + [(n, cmvn) for n in (1801, 2047, 2048, 5000, 16000, 40123) for cmvn in (False, True)],
+)
+def test_parity_with_librosa(librosa_features, num_samples, do_cmvn):
+    extractor = CTALFeatureExtractor(do_cmvn=do_cmvn)
+    audio = make_audio(num_samples, seed=num_samples)
+    ours = features_of(extractor, audio)
+    theirs = librosa_features(audio, extractor)
+    assert ours.shape == theirs.shape == (1 + num_samples // 200, 160)
+    assert np.abs(ours - theirs).max() <= 1e-4  # measured: ~2e-7, the float32 rounding of the output
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"win_length": 400, "hop_length": 160, "n_fft": 400},  # the 25 ms / 10 ms variant of the original config
+        {"pad_mode": "constant"},  # librosa >= 0.10's default padding
+        {"center": False},
+        {"window_type": "hamming", "mel_scale": "htk", "mel_norm": None, "power": 1.0, "delta_width": 5},
+    ],
+)
+def test_other_recipes_match_librosa(librosa_features, recipe):
+    extractor = CTALFeatureExtractor(**recipe)
+    audio = make_audio(12345)
+    ours = features_of(extractor, audio)
+    assert len(ours) == extractor.num_frames(12345)
+    assert np.abs(ours - librosa_features(audio, extractor)).max() <= 1e-4
+
+
+def test_audio_shorter_than_the_reflect_pad(librosa_features):
+    # 800 samples (one window) < n_fft // 2 = 1024: the padding reflects several times, as numpy/librosa do;
+    # 5 frames < delta_width = 9: every frame gets the least-squares slope over the utterance, which is librosa's
+    # delta with width = T (= 5). (No CMVN: that delta is constant over time, see test_parity_with_librosa.)
+    audio = make_audio(800)
+    ours = features_of(CTALFeatureExtractor(do_cmvn=False), audio)
+    assert np.abs(ours - librosa_features(audio, CTALFeatureExtractor(delta_width=5, do_cmvn=False))).max() <= 1e-4
+
+
+def test_delta_of_an_even_short_utterance_is_the_least_squares_slope(extractor):
+    audio = make_audio(1000)  # 6 frames, fewer than delta_width
+    features = features_of(CTALFeatureExtractor(do_cmvn=False), audio)
+    assert len(features) == 6
+    log_mel = features[:, :80]
+    slopes = np.polyfit(np.arange(6), log_mel.astype(np.float64), 1)[0]
+    np.testing.assert_allclose(features[:, 80:], np.broadcast_to(slopes, (6, 80)), atol=1e-5)
+
+
+def test_constant_dimensions_normalise_to_zero(extractor):
+    assert (features_of(extractor, np.zeros(3000)) == 0).all()  # digital silence: every log-mel is log(1e-6)
+    short = features_of(extractor, make_audio(1600))  # 9 frames: constant 'interp' delta
+    assert (short[:, 80:] == 0).all() and np.abs(short[:, :80]).max() > 0.5
+
+
+@pytest.mark.parametrize("num_samples", [5, 799, 800, 1023, 1024, 3000])
+def test_reflect_padding_matches_numpy(extractor, num_samples):
+    signal = torch.arange(1.0, num_samples + 1, dtype=torch.float64)
+    padded = extractor._pad_signals(signal, torch.tensor([num_samples]))[0]
+    np.testing.assert_array_equal(padded.numpy(), np.pad(signal.numpy(), 1024, mode="reflect"))
+
+
+@pytest.mark.parametrize("num_samples", [800, 999, 1000, 1024, 16000, 16199, 16200])
+def test_frame_count_formula(extractor, num_samples):
+    expected = 1 + num_samples // 200
+    assert extractor.num_frames(num_samples) == expected
+    mask = extractor(make_audio(num_samples), sampling_rate=SR)["audio_attention_mask"]
+    assert mask.shape == (1, expected) and mask.sum() == expected
+    assert CTALFeatureExtractor(center=False).num_frames(num_samples + 2048) == expected
+
+
+def test_batch_equals_one_by_one(extractor):
+    lengths = [800, 16000, 1000, 5003, 2047]
+    audio = [make_audio(n, seed=n) for n in lengths]
+    batch = extractor(audio, sampling_rate=SR)
+    features, mask = batch["audio_features"], batch["audio_attention_mask"]
+    assert features.shape == (5, 81, 160) and features.dtype == np.float32
+    for index, clip in enumerate(audio):
+        frames = 1 + lengths[index] // 200
+        np.testing.assert_array_equal(mask[index], np.arange(81) < frames)
+        np.testing.assert_allclose(features[index, :frames], features_of(extractor, clip), atol=1e-5)
+        assert (features[index, frames:] == 0).all()
+
+
+def test_padding_and_truncation(extractor, caplog):
+    audio = [make_audio(16000), make_audio(4000)]  # 81 and 21 frames
+    padded = extractor(audio, sampling_rate=SR, padding="max_length", max_length=100)
+    assert padded["audio_features"].shape == (2, 100, 160)
+    assert padded["audio_attention_mask"].sum(-1).tolist() == [81, 21]
+    assert extractor(audio, sampling_rate=SR, pad_to_multiple_of=16)["audio_features"].shape == (2, 96, 160)
+
+    with caplog.at_level(logging.WARNING):
+        truncated = extractor(audio, sampling_rate=SR, max_length=50)
+    assert "Audio [0] give more than max_length=50 frames" in caplog.text
+    assert truncated["audio_attention_mask"].sum(-1).tolist() == [50, 21]
+    # CMVN statistics come from the whole utterance, as in the original fine-tuning code.
+    np.testing.assert_array_equal(truncated["audio_features"][0], padded["audio_features"][0, :50])
+    kept = extractor(audio, sampling_rate=SR, max_length=50, truncation=False)
+    assert kept["audio_features"].shape == (2, 81, 160)
+
+    long_default = CTALFeatureExtractor(max_frames=60)(audio, sampling_rate=SR)
+    assert long_default["audio_features"].shape == (2, 60, 160)
+
+
+def test_return_types(extractor):
+    audio = make_audio(3000)
+    as_numpy = extractor(audio, sampling_rate=SR)
+    assert isinstance(as_numpy["audio_features"], np.ndarray) and as_numpy["audio_attention_mask"].dtype == np.int64
+    as_torch = extractor(audio, sampling_rate=SR, return_tensors="pt", device="cpu")
+    assert as_torch["audio_features"].dtype == torch.float32 and as_torch["audio_attention_mask"].dtype == torch.int64
+    np.testing.assert_array_equal(as_torch["audio_features"].numpy(), as_numpy["audio_features"])
+    assert "audio_attention_mask" not in extractor(audio, sampling_rate=SR, return_attention_mask=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(extractor):
+    audio = [torch.from_numpy(make_audio(n)).cuda() for n in (3000, 9000)]
+    on_gpu = extractor(audio, sampling_rate=SR, return_tensors="pt", device="cuda")
+    assert on_gpu["audio_features"].is_cuda
+    on_cpu = extractor([clip.cpu() for clip in audio], sampling_rate=SR, return_tensors="pt")
+    torch.testing.assert_close(on_gpu["audio_features"].cpu(), on_cpu["audio_features"], atol=1e-5, rtol=0)
+
+
+def test_accepted_input_forms(extractor, tmp_path):
+    audio = make_audio(6000)
+    expected = features_of(extractor, audio)
+    np.testing.assert_array_equal(features_of(extractor, torch.from_numpy(audio)), expected)
+    np.testing.assert_allclose(features_of(extractor, torch.from_numpy(audio).float()), expected, atol=1e-4)
+    np.testing.assert_array_equal(features_of(extractor, audio.tolist()), expected)
+    np.testing.assert_array_equal(extractor((audio, audio), sampling_rate=SR)["audio_features"][1], expected)
+
+    # Stereo: one recording, channels on the shorter axis, averaged.
+    other = make_audio(6000, seed=1)
+    mono = (audio + other) / 2
+    for stereo in (
+        np.stack([audio, other]),
+        np.stack([audio, other], axis=1),
+        torch.from_numpy(np.stack([audio, other])),
+    ):
+        np.testing.assert_allclose(features_of(extractor, stereo), features_of(extractor, mono), atol=1e-6)
+
+    # Files carry their own rate: no sampling_rate needed, and the header wins over one given for arrays.
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, audio, SR, subtype="DOUBLE")
+    np.testing.assert_array_equal(extractor(path)["audio_features"][0], expected)
+    np.testing.assert_array_equal(extractor(str(path), sampling_rate=8000)["audio_features"][0], expected)
+    stereo_path = tmp_path / "stereo.flac"
+    soundfile.write(stereo_path, np.stack([audio, other], axis=1), SR, subtype="PCM_24")
+    np.testing.assert_allclose(extractor(stereo_path)["audio_features"][0], features_of(extractor, mono), atol=1e-3)
+    mixed = extractor([str(path), other], sampling_rate=SR)["audio_features"]
+    np.testing.assert_array_equal(mixed[0], expected)
+
+
+def test_other_sampling_rates_are_resampled(extractor, tmp_path):
+    audio_44k = make_audio(44100, rate=44100)
+    expected = features_of(extractor, soxr.resample(audio_44k, 44100, SR, quality="HQ"))
+    ours = extractor(audio_44k, sampling_rate=44100)
+    assert ours["audio_attention_mask"].sum() == 1 + 16000 // 200
+    np.testing.assert_array_equal(ours["audio_features"][0], expected)
+    path = tmp_path / "clip_44k.wav"
+    soundfile.write(path, audio_44k, 44100, subtype="DOUBLE")
+    np.testing.assert_array_equal(extractor(path)["audio_features"][0], expected)
+
+
+@pytest.mark.parametrize(
+    "audio, kwargs, error, message",
+    [
+        (make_audio(4000), {}, ValueError, "`sampling_rate` is required for in-memory audio"),
+        (make_audio(4000), {"sampling_rate": 0}, ValueError, "must be a positive integer"),
+        (np.zeros(0), {"sampling_rate": SR}, ValueError, "Audio 0 is empty"),
+        (
+            [make_audio(4000), make_audio(799)],
+            {"sampling_rate": SR},
+            ValueError,
+            r"Audio 1 has 799 samples .* fewer than one analysis window \(800 samples = 50 ms\)",
+        ),
+        (make_audio(300, rate=8000), {"sampling_rate": 8000}, ValueError, "Audio 0 has 600 samples at 16000 Hz"),
+        (
+            np.array([0.1, np.nan] * 1000),
+            {"sampling_rate": SR},
+            ValueError,
+            "NaN or infinite samples \\(first at sample 1\\)",
+        ),
+        (torch.full((2000,), float("inf")), {"sampling_rate": SR}, ValueError, "NaN or infinite"),
+        (
+            (make_audio(4000) * 32767).astype(np.int16),
+            {"sampling_rate": SR},
+            ValueError,
+            r"integer PCM samples .* divide int16 samples by 32768",
+        ),
+        (torch.zeros(4000, dtype=torch.int32), {"sampling_rate": SR}, ValueError, "integer PCM samples"),
+        (np.zeros(4000, dtype=np.complex64), {"sampling_rate": SR}, ValueError, "real-valued float samples"),
+        (np.zeros((2, 2, 4000)), {"sampling_rate": SR}, ValueError, "Audio 0 has 3 dimensions"),
+        (np.float64(0.5), {"sampling_rate": SR}, ValueError, "Audio 0 has 0 dimensions"),
+        (np.zeros((16, 4000)), {"sampling_rate": SR}, ValueError, "16 channels .* pass a list of 1-D arrays"),
+        ([], {"sampling_rate": SR}, ValueError, "No audio given"),
+        ("/no/such/file.wav", {}, FileNotFoundError, "no file at '/no/such/file.wav'"),
+        (make_audio(4000), {"sampling_rate": SR, "padding": False}, ValueError, "always returns a padded batch"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(extractor, audio, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        extractor(audio, **kwargs)
+
+
+def test_undecodable_file_raises(extractor, tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("not audio")
+    with pytest.raises(ValueError, match="soundfile cannot decode"):
+        extractor(path)
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"n_fft": 2047}, "`n_fft` must be even"),
+        ({"hop_length": 900}, "must not exceed `win_length`"),
+        ({"win_length": 4096}, "must be between 2 and n_fft"),
+        ({"f_max": 9000.0}, "f_max <= sampling_rate / 2"),
+        ({"delta_width": 4}, "odd integer >= 3"),
+        ({"pad_mode": "edge"}, "`pad_mode` must be one of"),
+        ({"window_type": "kaiser"}, "`window_type` must be one of"),
+        ({"feature_size": 80}, "must be 2 \\* num_mel_bins"),
+    ],
+)
+def test_invalid_recipes_raise(recipe, message):
+    with pytest.raises(ValueError, match=message):
+        CTALFeatureExtractor(**recipe)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    extractor = CTALFeatureExtractor(win_length=400, hop_length=160, n_fft=400, do_cmvn=False)
+    extractor.save_pretrained(tmp_path)
+    loaded = CTALFeatureExtractor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == extractor.to_dict()
+    assert "mel_filters" not in loaded.to_dict()
+    audio = make_audio(5000)
+    np.testing.assert_array_equal(features_of(loaded, audio), features_of(extractor, audio))

@@ -6,12 +6,16 @@ Importing the package registers every CTAL class with the transformers Auto clas
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoModel,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
+    AutoProcessor,
+    AutoTokenizer,
 )
 
 from .configuration_ctal import CTAL_PRESETS, CTALConfig
+from .feature_extraction_ctal import CTALFeatureExtractor
 from .modeling_ctal import (
     CTALForPreTraining,
     CTALForPreTrainingOutput,
@@ -21,11 +25,20 @@ from .modeling_ctal import (
     CTALPreTrainedModel,
     CTALSequenceClassifierOutput,
 )
+from .processing_ctal import CTALProcessor
+from .tokenization_ctal import CTALTokenizer, train_ctal_tokenizer
 
 
 __version__ = "0.1.0"
 
 AutoConfig.register("ctal", CTALConfig, exist_ok=True)
+
+# front-end registration (feature extractor, tokenizer, processor)
+AutoFeatureExtractor.register(CTALConfig, CTALFeatureExtractor, exist_ok=True)
+AutoTokenizer.register(CTALConfig, tokenizer_class=CTALTokenizer, exist_ok=True)
+AutoProcessor.register(CTALConfig, CTALProcessor, exist_ok=True)
+# end of front-end registration
+
 AutoModel.register(CTALConfig, CTALModel, exist_ok=True)
 AutoModelForPreTraining.register(CTALConfig, CTALForPreTraining, exist_ok=True)
 AutoModelForSequenceClassification.register(CTALConfig, CTALForSequenceClassification, exist_ok=True)
@@ -33,11 +46,46 @@ AutoModelForSequenceClassification.register(CTALConfig, CTALForSequenceClassific
 __all__ = [
     "CTAL_PRESETS",
     "CTALConfig",
+    "CTALFeatureExtractor",
     "CTALForPreTraining",
     "CTALForPreTrainingOutput",
     "CTALForSequenceClassification",
     "CTALModel",
     "CTALModelOutput",
     "CTALPreTrainedModel",
+    "CTALProcessor",
     "CTALSequenceClassifierOutput",
+    "CTALTokenizer",
+    "train_ctal_tokenizer",
 ]
+
+# data pipeline exports
+from .data import (  # noqa: E402
+    AudioDecodeError,
+    CTALFeatureTransform,
+    add_length_column,
+    audio_num_samples,
+    decode_audio,
+    load_librispeech_folder,
+    load_manifest,
+    load_speech_dataset,
+    precompute_features,
+)
+from .data_collator import DataCollatorForCTALPretraining  # noqa: E402
+from .demo_corpus import build_demo_corpus  # noqa: E402
+
+
+__all__ += [
+    "AudioDecodeError",
+    "CTALFeatureTransform",
+    "DataCollatorForCTALPretraining",
+    "add_length_column",
+    "audio_num_samples",
+    "build_demo_corpus",
+    "decode_audio",
+    "load_librispeech_folder",
+    "load_manifest",
+    "load_speech_dataset",
+    "precompute_features",
+]
+# end of data pipeline exports

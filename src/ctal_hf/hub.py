@@ -1,0 +1,129 @@
+"""Upload a CTAL checkpoint (model, processor and model card) to the Hugging Face Hub in one commit.
+
+transformers' own `model.push_to_hub` / `processor.push_to_hub` work for CTAL too, but each of them writes the card it
+finds on the Hub, or a generic one, as `README.md`; `push_checkpoint_to_hub` uploads the folder as it is, with the card
+from `ctal_hf.model_card`. It uses the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
+
+Without network it fails fast: offline mode (`HF_HUB_OFFLINE=1`) is refused before any request, and the endpoint is
+probed with a bounded timeout before anything is created, so an unreachable or silent Hub gives a clear error within
+`timeout` seconds instead of a hang. Local files are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub.hf_api import CommitInfo
+from huggingface_hub.utils import get_session
+from transformers import PreTrainedModel, ProcessorMixin
+from transformers.utils import logging
+
+from .model_card import write_model_card
+
+
+logger = logging.get_logger(__name__)
+
+# Not uploaded from a folder, as transformers' Trainer.push_to_hub: intermediate checkpoints and private/hidden files.
+EXCLUDED_PREFIXES = ("checkpoint-", "_", ".")
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub cannot be reached (offline mode, no network, endpoint silent); nothing was uploaded."""
+
+
+def check_hub_reachable(endpoint: str | None = None, timeout: float = 10.0) -> None:
+    """Raise `HubUnreachableError` if offline mode is on or `endpoint` (default: the configured Hub) does not answer
+    within `timeout` seconds. Any HTTP answer, even an error status, counts as reachable."""
+    endpoint = endpoint or constants.ENDPOINT
+    if constants.is_offline_mode():
+        raise HubUnreachableError(
+            "Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset it, or upload the folder later."
+        )
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except httpx2.TransportError as error:
+        raise HubUnreachableError(
+            f"Cannot push to the Hub: {endpoint} did not answer within {timeout:g} s ({type(error).__name__}: {error})."
+        ) from error
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    files = [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not any(part.startswith(EXCLUDED_PREFIXES) for part in path.relative_to(folder).parts)
+    ]
+    names = {path.relative_to(folder).as_posix() for path in files}
+    for required, hint in (
+        ("config.json", "save the model with `save_pretrained`"),
+        ("README.md", "write a card with `ctal_hf.model_card.write_model_card`"),
+    ):
+        if required not in names:
+            raise FileNotFoundError(f"{folder} has no {required}; {hint} first.")
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    if model_type != "ctal":
+        raise ValueError(f"{folder}/config.json is a {model_type!r} config, not a CTAL checkpoint.")
+    return files
+
+
+def push_checkpoint_to_hub(
+    folder_or_model: str | Path | PreTrainedModel,
+    repo_id: str,
+    *,
+    processor: ProcessorMixin | None = None,
+    model_card: str | None = None,
+    commit_message: str = "Upload CTAL checkpoint",
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+    timeout: float = 10.0,
+) -> CommitInfo:
+    """Upload a CTAL checkpoint to `repo_id` (created if needed) in one commit and return the commit info.
+
+    Args:
+        folder_or_model: a folder written by `save_pretrained` (converter, `ctal_hf.create`, pre-training) holding
+            `config.json`, the weights, the processor files and `README.md`; or an in-memory CTAL model, saved to a
+            temporary folder with `processor` and a card (`model_card`, else one rendered from its config).
+        repo_id: `<org or user>/<name>`, e.g. `my-org/ctal-large`.
+        processor: the `CTALProcessor` to upload with an in-memory model (a folder already holds its processor).
+        model_card: `README.md` text for an in-memory model.
+        commit_message, private, token, revision, create_pr: as in `HfApi.create_commit` / `HfApi.create_repo`.
+        endpoint: Hub endpoint (default: `HF_ENDPOINT` or huggingface.co).
+        timeout: seconds to wait for the endpoint before giving up (`HubUnreachableError`).
+    """
+    check_hub_reachable(endpoint, timeout)
+    if isinstance(folder_or_model, PreTrainedModel):
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            folder_or_model.save_pretrained(tmp_dir)
+            if processor is not None:
+                processor.save_pretrained(tmp_dir)
+            if model_card is not None:
+                Path(tmp_dir, "README.md").write_text(model_card, encoding="utf-8")
+            else:
+                write_model_card(tmp_dir, folder_or_model.config, model_name=repo_id.split("/")[-1], repo_id=repo_id)
+            return _upload(Path(tmp_dir), repo_id, commit_message, private, token, revision, create_pr, endpoint)
+    if processor is not None or model_card is not None:
+        raise ValueError("`processor` and `model_card` are for an in-memory model; a folder is uploaded as it is.")
+    return _upload(Path(folder_or_model), repo_id, commit_message, private, token, revision, create_pr, endpoint)
+
+
+def _upload(folder, repo_id, commit_message, private, token, revision, create_pr, endpoint) -> CommitInfo:
+    files = _checkpoint_files(folder)
+    api = HfApi(endpoint=endpoint, token=token, library_name="ctal_hf")
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in files
+    ]
+    logger.info("Uploading %d files of %s to %s", len(operations), folder, repo_id)
+    return api.create_commit(
+        repo_id, operations=operations, commit_message=commit_message, revision=revision, create_pr=create_pr
+    )

@@ -1,0 +1,86 @@
+"""`python -m ctal_hf.create`: a preset with random weights and a processor, loadable by name from the working dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
+
+from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
+from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_override
+from ctal_hf.configuration_ctal import CTALConfig
+
+
+SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    texts = ["hello world this is a test", "the lazy dog"] * 3
+    tokenizer = train_ctal_tokenizer(texts, vocab_size=300, min_frequency=1)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_created_preset_loads_by_name_from_the_working_directory(tmp_path, monkeypatch, tokenizer_dir):
+    monkeypatch.chdir(tmp_path)
+    folder = create_checkpoint("ctal-large", tokenizer_dir, **SMALL)
+    assert folder.name == "ctal-large" and (tmp_path / "ctal-large" / "model.safetensors").is_file()
+
+    model, info = AutoModel.from_pretrained("ctal-large", output_loading_info=True)
+    assert isinstance(model, CTALModel) and not info["missing_keys"]
+    assert model.config.audio_num_hidden_layers == 1 and model.config.audio_causal_self_attention is False
+    processor = AutoProcessor.from_pretrained("ctal-large")
+    assert isinstance(processor, CTALProcessor)
+    assert type(AutoModelForPreTraining.from_pretrained("ctal-large")).__name__ == "CTALForPreTraining"
+
+    inputs = processor(audio=[[0.1, -0.1] * 4000], text=["hello world"], sampling_rate=16000, return_tensors="pt")
+    outputs = model(**inputs)
+    assert outputs.audio_last_hidden_state.shape[:2] == inputs["audio_features"].shape[:2]
+    assert "randomly initialised, not pre-trained" in (tmp_path / "ctal-large" / "README.md").read_text()
+
+
+def test_cli_with_overrides_and_output_dir(tmp_path, tokenizer_dir, caplog):
+    main(
+        ["ctal-base", "--tokenizer_dir", str(tokenizer_dir), "--output_dir", str(tmp_path / "out")]
+        + [arg for key, value in SMALL.items() for arg in ("--override", f"{key}={value}")]
+        + ["--override", "audio_causal_self_attention=true"]
+    )
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["text_hidden_size"] == 32 and config["audio_causal_self_attention"] is True
+    assert "RANDOMLY INITIALISED" in caplog.text
+
+
+def test_cli_help_states_random_weights(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+
+
+def test_parse_override():
+    assert parse_override("hidden_size=32") == ("hidden_size", 32)
+    assert parse_override("hidden_act=gelu") == ("hidden_act", "gelu")
+    assert parse_override("audio_causal_self_attention=false") == ("audio_causal_self_attention", False)
+    with pytest.raises(Exception, match="key=value"):
+        parse_override("hidden_size")
+
+
+def test_tokenizer_folder_checks(tmp_path, tokenizer_dir):
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_processor(tokenizer_dir, CTALConfig(vocab_size=100, **SMALL))
+    with pytest.raises(ValueError, match="mask_token_id"):
+        build_processor(tokenizer_dir, CTALConfig(mask_token_id=7, **SMALL))
+    processor = build_processor(tokenizer_dir, CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL))
+    assert processor.tokenizer.model_max_length == 64 and processor.feature_extractor.max_frames == 100
+
+
+@pytest.mark.slow
+def test_full_size_preset(tmp_path, monkeypatch, tokenizer_dir):
+    monkeypatch.chdir(tmp_path)
+    create_checkpoint("ctal-large", tokenizer_dir)
+    model = AutoModel.from_pretrained("ctal-large")
+    assert model.num_parameters() > 120_000_000 and model.config.text_num_hidden_layers == 6

@@ -19,17 +19,17 @@ setup: $(VENV)/.installed
 # Main job: pre-train a small CTAL on the embedded (synthesised) demo corpus.
 demo: setup
 	$(BIN)/python examples/run_pretraining.py \
-		--dataset demo \
+		--dataset demo --eval_split validation \
 		--config_name examples/configs/ctal-demo.json \
 		--tokenizer_vocab_size 1000 \
 		--output_dir $(DEMO_DIR) \
-		--max_steps 200 \
+		--max_steps 600 \
 		--per_device_train_batch_size 8 \
-		--learning_rate 5e-4 \
-		--warmup_steps 20 \
-		--logging_steps 10 \
-		--save_steps 100 \
-		--eval_strategy steps --eval_steps 100 \
+		--learning_rate 1e-3 \
+		--warmup_steps 50 \
+		--logging_steps 25 \
+		--save_steps 300 \
+		--eval_strategy steps --eval_steps 300 \
 		--seed 0
 
 test: setup

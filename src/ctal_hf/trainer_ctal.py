@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
 
 
 PARTIAL_LOSSES = ("mlm_loss", "mcam_loss")
+
+
+class CollatorEpochCallback(TrainerCallback):
+    """Tells a collator with `set_epoch` (e.g. `DataCollatorForCTALPretraining`) which epoch starts, so seeded
+    masks change every epoch and a resumed run masks exactly as an uninterrupted one."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # `state.epoch` is fractional (e.g. 0.75 when resuming mid-epoch, 0.9999999 at a boundary).
+        self.collator.set_epoch(math.floor(state.epoch + 1e-6))
 
 
 class CTALPreTrainingTrainer(Trainer):
@@ -26,6 +39,8 @@ class CTALPreTrainingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._partial_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": {}, "eval": {}}
         self.data_log_dir = data_log_dir
+        if hasattr(self.data_collator, "set_epoch"):
+            self.add_callback(CollatorEpochCallback(self.data_collator))
 
     def _log_data(self, inputs) -> None:
         os.makedirs(self.data_log_dir, exist_ok=True)

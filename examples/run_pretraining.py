@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""Pre-train CTAL with masked language modelling and masked cross-modal acoustic modelling (paper section 3.2).
+
+One process (CPU or GPU):
+    python examples/run_pretraining.py --dataset demo --config_name ctal-base --output_dir outputs/ctal-base
+
+Several GPUs or nodes (DDP; see examples/accelerate/ for DDP and FSDP configs):
+    accelerate launch --config_file examples/accelerate/ddp.yaml examples/run_pretraining.py \
+        --dataset /data/LibriSpeech/train-clean-100 --config_name ctal-large --output_dir outputs/ctal-large
+
+`--dataset` takes a manifest (CSV or JSON lines with audio path + text), a LibriSpeech folder in its release layout,
+a `datasets` Hub id with the `openslr/librispeech_asr` schema (add `--streaming` for corpora larger than the disk),
+a folder written by `Dataset.save_to_disk`, or `demo` (a small synthesised corpus built on first use).
+Without `--model_name_or_path` or `--tokenizer_name` a byte-level BPE tokenizer is trained on the training
+transcripts first, as the paper did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import transformers
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+
+from ctal_hf import CTALConfig, CTALForPreTraining
+from ctal_hf.configuration_ctal import CTAL_PRESETS
+from ctal_hf.create import load_tokenizer, parse_override, processor_for_config
+from ctal_hf.data import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
+from ctal_hf.data_collator import DataCollatorForCTALPretraining
+from ctal_hf.demo_corpus import build_demo_corpus
+from ctal_hf.hub import push_checkpoint_to_hub
+from ctal_hf.model_card import write_model_card
+from ctal_hf.tokenization_ctal import train_ctal_tokenizer
+from ctal_hf.trainer_ctal import CTALPreTrainingTrainer
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A CTAL checkpoint (folder or Hub id) to continue pre-training from."}
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": f"For training from scratch: a preset ({', '.join(CTAL_PRESETS)}), a config JSON file or a folder."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated config overrides, e.g. 'mcam_loss_weight=0,audio_causal_self_attention=true'."},
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={"help": "A saved CTAL tokenizer/processor folder, or a folder with the original vocab.json + merges.txt."},
+    )
+    tokenizer_vocab_size: int = field(
+        default=30000, metadata={"help": "Vocabulary size when the tokenizer is trained on the corpus (paper: 30,000)."}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2 or flex_attention."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="demo",
+        metadata={"help": "Manifest file, LibriSpeech folder, saved dataset folder, Hub dataset id, or 'demo'."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config (e.g. 'clean')."})
+    train_split: str = field(default="train", metadata={"help": "Training split (Hub datasets, e.g. 'train.clean.100')."})
+    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split; none -> --validation_fraction."})
+    validation_fraction: float = field(
+        default=0.05, metadata={"help": "Share of the training data held out for evaluation when no --eval_split."}
+    )
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (requires --max_steps)."})
+    precompute_features: bool = field(
+        default=False,
+        metadata={"help": "Compute features once with datasets.map (cached on disk) instead of on the fly in workers."},
+    )
+    skip_unreadable: bool = field(
+        default=False, metadata={"help": "Skip (and count) missing or unreadable audio files instead of failing."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for MLM."})
+    mcam_probability: float = field(default=0.15, metadata={"help": "Share of frame segments masked for MCAM."})
+    mcam_mode: str = field(
+        default="segment", metadata={"help": "'segment' (the paper) or 'per_frame' (the authors' released code)."}
+    )
+    demo_num_utterances: int = field(default=300, metadata={"help": "Size of the demo corpus (with --dataset demo)."})
+    data_log_dir: str | None = field(
+        default=None,
+        metadata={"help": "Debugging: each process writes a hash of every training utterance it sees to this folder."},
+    )
+
+
+@dataclass
+class PreTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the paper's pre-training recipe as defaults (appendix A.1 and the released code):
+    AdamW, lr 5e-5, linear warm-up over 7% of the steps then linear decay, weight decay 0.01, gradient clipping 1.0,
+    length-grouped batches."""
+
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (paper: 5e-5)."})
+    warmup_steps: float = field(default=0.07, metadata={"help": "Warm-up steps, or a ratio of all steps if < 1."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "'group_by_length' batches utterances of similar length (less padding), or 'random'."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the feature columns the model does not name."}
+    )
+
+
+def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
+    """Apply comma-separated `key=value` pairs (JSON values) to a config and re-validate it."""
+    for item in filter(None, (overrides or "").split(",")):
+        key, value = parse_override(item)
+        if not hasattr(config, key):
+            raise ValueError(f"--config_overrides: {key!r} is not a CTALConfig field.")
+        setattr(config, key, value)
+    config.validate_ctal()
+    return config
+
+
+def build_config(model_args: ModelArguments, vocab_size: int) -> CTALConfig:
+    name = model_args.config_name
+    if name is None:
+        raise ValueError("Pass --model_name_or_path to continue pre-training, or --config_name to start from scratch.")
+    if name in CTAL_PRESETS:
+        config = CTALConfig.from_preset(name, vocab_size=vocab_size)
+    elif os.path.isfile(name):
+        values = json.loads(Path(name).read_text())
+        values.pop("model_type", None)
+        config = CTALConfig(**{**values, "vocab_size": vocab_size})
+    elif os.path.isdir(name):
+        config = CTALConfig.from_pretrained(name, vocab_size=vocab_size)
+    else:
+        raise ValueError(f"--config_name {name!r} is neither a preset ({', '.join(CTAL_PRESETS)}), a JSON file nor a folder.")
+    return apply_overrides(config, model_args.config_overrides)
+
+
+def load_splits(data_args: DataArguments, source: str, seed: int):
+    """(train, eval) raw datasets: `--eval_split` if given, else a `--validation_fraction` hold-out."""
+    load = dict(streaming=data_args.streaming, skip_unreadable=data_args.skip_unreadable,
+                config_name=data_args.dataset_config_name)
+    train = load_speech_dataset(source, split=data_args.train_split, **load)
+    evaluation = None
+    if data_args.eval_split:
+        evaluation = load_speech_dataset(source, split=data_args.eval_split, **load)
+    elif not data_args.streaming and data_args.validation_fraction > 0:
+        parts = train.train_test_split(test_size=data_args.validation_fraction, seed=seed)
+        train, evaluation = parts["train"], parts["test"]
+    return train, evaluation
+
+
+def limit(dataset, max_samples: int | None):
+    if max_samples is None or dataset is None:
+        return dataset
+    return dataset.take(max_samples) if hasattr(dataset, "take") and not hasattr(dataset, "select") else dataset.select(
+        range(min(max_samples, len(dataset)))
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, PreTrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    set_seed(training_args.seed)
+
+    source = data_args.dataset
+    if source == "demo":
+        with training_args.main_process_first(desc="building the demo corpus"):
+            source = str(build_demo_corpus(num_utterances=data_args.demo_num_utterances))
+
+    train_raw, eval_raw = load_splits(data_args, source, training_args.seed)
+    train_raw, eval_raw = limit(train_raw, data_args.max_train_samples), limit(eval_raw, data_args.max_eval_samples)
+    if training_args.eval_strategy == "no":
+        eval_raw = None
+
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint and not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"--resume_from_checkpoint: {checkpoint} is not a folder; pass a checkpoint-* folder.")
+    if data_args.streaming:
+        if training_args.max_steps <= 0:
+            raise ValueError("--streaming needs --max_steps: a stream has no length to derive epochs from.")
+        training_args.train_sampling_strategy = "random"  # length grouping needs a map-style dataset
+
+    trained_tokenizer_dir = Path(training_args.output_dir) / "trained_tokenizer"
+    # The global main process trains the tokenizer and the others load its files (output_dir is shared storage,
+    # as for checkpoints), so every rank has the same vocabulary.
+    with training_args.main_process_first(local=False, desc="preparing the tokenizer"):
+        # Trainer saves the processor into every checkpoint: a resumed run keeps the tokenizer it started with.
+        if checkpoint or model_args.model_name_or_path:
+            tokenizer = load_tokenizer(checkpoint or model_args.model_name_or_path)
+        elif model_args.tokenizer_name:
+            tokenizer = load_tokenizer(model_args.tokenizer_name)
+        elif training_args.process_index == 0:
+            logger.info("Training a byte-level BPE tokenizer (%d entries) on the training transcripts",
+                        model_args.tokenizer_vocab_size)
+            tokenizer = train_ctal_tokenizer((row["text"] for row in train_raw), vocab_size=model_args.tokenizer_vocab_size)
+            tokenizer.save_pretrained(trained_tokenizer_dir)
+        else:
+            tokenizer = load_tokenizer(trained_tokenizer_dir)
+
+    if model_args.model_name_or_path:
+        model = CTALForPreTraining.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+        )
+        apply_overrides(model.config, model_args.config_overrides)
+    else:
+        config = build_config(model_args, vocab_size=len(tokenizer))
+        model = CTALForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
+    processor = processor_for_config(tokenizer, model.config)
+    logger.info("CTALForPreTraining with %.1fM parameters", model.num_parameters() / 1e6)
+
+    config = model.config
+    transform = CTALFeatureTransform(processor, max_text_length=config.max_position_embeddings,
+                                     max_audio_frames=config.max_audio_frames, skip_unreadable=data_args.skip_unreadable)
+    with training_args.main_process_first(desc="reading audio lengths / computing features"):
+        datasets_ = []
+        for dataset in (train_raw, eval_raw):
+            if dataset is not None and not data_args.streaming:
+                dataset = add_length_column(dataset, processor, max_audio_frames=config.max_audio_frames,
+                                            skip_unreadable=data_args.skip_unreadable)
+                if data_args.precompute_features:
+                    dataset = precompute_features(dataset, transform)
+            datasets_.append(dataset)
+    train_dataset, eval_dataset = datasets_
+
+    collator = DataCollatorForCTALPretraining(
+        tokenizer=tokenizer,
+        mlm=config.mlm_loss_weight > 0,
+        mcam=config.mcam_loss_weight > 0,
+        mlm_probability=data_args.mlm_probability,
+        mcam_probability=data_args.mcam_probability,
+        mcam_mode=data_args.mcam_mode,
+        feature_transform=None if data_args.precompute_features else transform,
+        seed=training_args.seed,
+    )
+    trainer = CTALPreTrainingTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,
+        data_log_dir=data_args.data_log_dir,
+    )
+
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        write_model_card(training_args.output_dir, config, dataset=data_args.dataset, training_args=training_args,
+                         log_history=trainer.state.log_history)
+        if training_args.push_to_hub:
+            repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+            push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token,
+                                   private=training_args.hub_private_repo)
+        logger.info("Saved model, processor and model card to %s", training_args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

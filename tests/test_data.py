@@ -131,6 +131,9 @@ def test_librispeech_folder(corpus):
     assert all(path.startswith(str(root)) for path in dataset["audio"])
     assert_same_examples(dataset, corpus)
     assert load_speech_dataset(root, split="train.clean.100")["id"] == dataset["id"]  # Hub split spelling
+    # Several splits at once (LibriSpeech 960 h = three subfolders): concatenated in the order given.
+    doubled = load_speech_dataset(root, split="train-clean-100, train.clean.100")
+    assert list(doubled["id"]) == list(dataset["id"]) * 2
     with pytest.raises(ValueError, match="train-clean-100"):
         load_speech_dataset(root, split="dev-clean")
 

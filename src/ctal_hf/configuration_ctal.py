@@ -16,7 +16,8 @@ CTAL_PRESETS: dict[str, dict] = {
     "ctal-large": {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 768, "intermediate_size": 3072},
 }
 
-_STACK_FIELDS = (
+# Fields each stack (text, audio) has under a `text_` / `audio_` prefix.
+STACK_FIELDS = (
     "hidden_size",
     "num_hidden_layers",
     "num_attention_heads",
@@ -136,7 +137,7 @@ class CTALConfig(PreTrainedConfig):
         }
         explicit = locals()
         for stack in ("text", "audio"):
-            for field in _STACK_FIELDS:
+            for field in STACK_FIELDS:
                 value = explicit[f"{stack}_{field}"]
                 setattr(self, f"{stack}_{field}", value if value is not None else shared[field])
 

@@ -39,7 +39,7 @@ from torch._weights_only_unpickler import _get_allowed_globals
 from transformers import AutoModelForPreTraining, AutoProcessor
 from transformers.utils import logging as hf_logging
 
-from .configuration_ctal import CTAL_PRESETS, CTALConfig
+from .configuration_ctal import CTAL_PRESETS, STACK_FIELDS, CTALConfig
 from .create import build_processor
 from .hub import HubUnreachableError, push_checkpoint_to_hub
 from .modeling_ctal import CTALForPreTraining
@@ -71,16 +71,6 @@ ROBERTA_DEFAULTS: dict[str, Any] = {
     "eos_token_id": 2,
     "position_embedding_type": "absolute",
 }
-STACK_FIELDS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "layer_norm_eps",
-)
 
 # Sub-modules of one original RoBERTa layer -> ours. The audio layers add the cross-attention block.
 LAYER_MODULES = {

@@ -296,10 +296,16 @@ def load_librispeech_folder(
 
     `root` holds `SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac` files with a `SPEAKER-CHAPTER.trans.txt`
     (lines `SPEAKER-CHAPTER-UTT TRANSCRIPT`) in each chapter folder, at any depth. `split` picks a
-    subfolder, e.g. `"train-clean-100"` (the Hub spelling `"train.clean.100"` also works). Columns:
+    subfolder, e.g. `"train-clean-100"` (the Hub spelling `"train.clean.100"` also works), or several
+    separated by commas (`"train-clean-100,train-clean-360,train-other-500"` = LibriSpeech 960 h). Columns:
     `id`, `audio` (absolute path), `text` (as in the transcript, upper case), `speaker_id`,
     `chapter_id`, sorted by transcript file. Missing audio as in `load_manifest`.
     """
+    if split is not None and "," in split:
+        parts = [part.strip() for part in split.split(",") if part.strip()]
+        return datasets.concatenate_datasets(
+            [load_librispeech_folder(root, part, skip_unreadable=skip_unreadable) for part in parts]
+        )
     root = Path(root).expanduser().resolve()
     folder = root
     if split is not None:

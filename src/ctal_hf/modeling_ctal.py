@@ -20,7 +20,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_ctal import CTALConfig
+from .configuration_ctal import STACK_FIELDS, CTALConfig
 
 
 logger = logging.get_logger(__name__)
@@ -28,17 +28,7 @@ logger = logging.get_logger(__name__)
 
 def stack_config(config: CTALConfig, stack: str) -> SimpleNamespace:
     """The size fields of one stack (`"text"` or `"audio"`) without their prefix."""
-    fields = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "hidden_act",
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-        "layer_norm_eps",
-    )
-    return SimpleNamespace(**{field: getattr(config, f"{stack}_{field}") for field in fields})
+    return SimpleNamespace(**{field: getattr(config, f"{stack}_{field}") for field in STACK_FIELDS})
 
 
 def eager_attention_forward(

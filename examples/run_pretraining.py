@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
+        # The processor in output_dir (and in every checkpoint) now carries the tokenizer: drop the hand-over copy.
+        shutil.rmtree(trained_tokenizer_dir, ignore_errors=True)
         write_model_card(training_args.output_dir, config, dataset=data_args.dataset, training_args=training_args,
                          log_history=trainer.state.log_history)
         if training_args.push_to_hub:

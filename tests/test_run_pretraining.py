@@ -57,6 +57,7 @@ def test_end_to_end_checkpoint_loads_and_logs_both_losses(corpus, tiny_config, t
     processor = AutoProcessor.from_pretrained(out)
     assert len(processor.tokenizer) == model.config.vocab_size
     assert (out / "README.md").exists() and (out / "checkpoint-3").is_dir()
+    assert not (out / "trained_tokenizer").exists()
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_logs = [entry for entry in history if "loss" in entry]

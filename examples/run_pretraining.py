@@ -34,7 +34,7 @@ from ctal_hf.create import load_tokenizer, parse_override, processor_for_config
 from ctal_hf.data import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
 from ctal_hf.data_collator import DataCollatorForCTALPretraining
 from ctal_hf.demo_corpus import build_demo_corpus
-from ctal_hf.hub import push_checkpoint_to_hub
+from ctal_hf.hub import check_hub_reachable, push_checkpoint_to_hub
 from ctal_hf.model_card import write_model_card
 from ctal_hf.tokenization_ctal import train_ctal_tokenizer
 from ctal_hf.trainer_ctal import CTALPreTrainingTrainer
@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
+    if training_args.push_to_hub:
+        check_hub_reachable()  # fail before any work, not after training
 
     source = data_args.dataset
     if source == "demo":

@@ -118,3 +118,15 @@ def test_demo_corpus_losses_fall(tmp_path):
     last = {name: sum(e[name] for e in history[-4:]) / 4 for name in ("mlm_loss", "mcam_loss")}
     assert last["mlm_loss"] < 0.6 * first["mlm_loss"], (first, last)
     assert last["mcam_loss"] < 0.95 * first["mcam_loss"], (first, last)
+
+
+def test_push_to_hub_offline_fails_before_any_work(corpus, tiny_config, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from ctal_hf.hub import HubUnreachableError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "never-written"
+    with pytest.raises(HubUnreachableError, match="offline mode"):
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "1", "--push_to_hub", "true"))
+    assert not out.exists()

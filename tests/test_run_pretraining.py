@@ -70,6 +70,15 @@ def test_end_to_end_checkpoint_loads_and_logs_both_losses(corpus, tiny_config, t
     assert model(**batch).audio_last_hidden_state.shape[1] == batch["audio_features"].shape[1]
 
 
+@pytest.mark.parametrize("route", ["--precompute_features", "--streaming"])
+def test_precomputed_and_streamed_training(corpus, tiny_config, tmp_path, route):
+    out = tmp_path / "run"
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "2", route, "true"))
+    assert isinstance(AutoModel.from_pretrained(out), CTALModel)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "mcam_loss" in entry] == [1, 2]
+
+
 def test_resume_matches_uninterrupted_run(corpus, tiny_config, tmp_path):
     full = tmp_path / "full"
     run_pretraining.main(run_args(corpus, tiny_config, full, "--max_steps", "6", "--save_steps", "3"))

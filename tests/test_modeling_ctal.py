@@ -111,7 +111,7 @@ def test_preset_parameter_counts(capsys):
             model = CTALForPreTraining(CTALConfig.from_preset(name))
         counts[name] = (_count(model.ctal), _count(model))
         print(f"{name}: CTALModel {counts[name][0] / 1e6:.1f}M, CTALForPreTraining {counts[name][1] / 1e6:.1f}M")
-    # Per-layer sizes at H=768, FFN 3072: text 7.09M, audio (self + cross + FFN) 9.45M; embeddings 26.1M.
+    # Per-layer sizes at H=768, FFN 3072: text 7.09M, audio (self + cross + FFN) 9.45M; embeddings 25.9M.
     assert counts["ctal-base"][0] == pytest.approx(75.5e6, rel=0.005)
     assert counts["ctal-large"][0] == pytest.approx(125.1e6, rel=0.005)
 
@@ -420,3 +420,81 @@ def test_base_model_loads_from_head_checkpoints(tmp_path, head_cls):
     if head_cls is CTALForPreTraining:
         clf = CTALForSequenceClassification.from_pretrained(tmp_path, num_labels=4, attn_implementation="eager").eval()
         assert torch.equal(clf.ctal(**batch).text_last_hidden_state, expected.text_last_hidden_state)
+
+
+# ---------------------------------------------------------------------------------------------- edge cases
+
+
+def test_config_shortcuts_write_both_stacks(tmp_path):
+    config = tiny_config(text_num_hidden_layers=1)
+    assert config.num_hidden_layers == 2 and config.text_num_hidden_layers == 1
+    config.save_pretrained(tmp_path)
+    assert "hidden_size" not in config.to_dict()
+    loaded = CTALConfig.from_pretrained(tmp_path, hidden_size=64, intermediate_size=96)
+    assert (loaded.text_hidden_size, loaded.audio_hidden_size, loaded.text_intermediate_size) == (64, 64, 96)
+    loaded.text_hidden_size = 48
+    with pytest.raises(ValueError, match="must equal `audio_hidden_size`"):
+        loaded.validate_ctal()
+
+
+def test_causal_switch_is_fixed_at_construction():
+    """Editing the config of a built model must not split the mask from the attention modules' `is_causal`."""
+    batch = make_batch(pad_text=(0, 0), pad_audio=(0, 0))
+    changed = copy.deepcopy(batch)
+    changed["audio_features"][:, 10] += 5.0
+    for attn in ("eager", "sdpa"):
+        model = make_model(CTALModel, attn=attn, audio_causal_self_attention=True)
+        model.config.audio_causal_self_attention = False
+        before, after = model(**batch).audio_last_hidden_state, model(**changed).audio_last_hidden_state
+        assert torch.equal(after[:, :10], before[:, :10]), attn
+
+
+def test_resize_token_embeddings_keeps_pretraining_head_working():
+    model = make_model(CTALForPreTraining)
+    bias = model.mlm_head.bias.detach().clone()
+    model.resize_token_embeddings(VOCAB + 10)
+    batch = make_batch()
+    out = model(**batch, labels=batch["input_ids"])
+    assert out.mlm_logits.shape[-1] == VOCAB + 10 and torch.isfinite(out.loss)
+    assert model.mlm_head.decoder.weight is model.ctal.text_embeddings.word_embeddings.weight
+    assert torch.equal(model.mlm_head.bias[:VOCAB], bias)
+
+
+def test_empty_batch_and_all_padding_rows():
+    model = make_model(CTALForSequenceClassification, num_labels=2)
+    empty = make_batch()
+    empty = {key: value[:0] for key, value in empty.items()}
+    assert model(**empty).logits.shape == (0, 2)
+    batch = make_batch()
+    batch["audio_attention_mask"][1] = 0  # a sample whose audio is all padding still gives finite outputs
+    assert torch.isfinite(model(**batch).logits).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_half_precision_takes_float32_features(dtype, attn):
+    model = make_model(CTALForPreTraining, attn=attn).to(dtype)
+    batch = make_batch()  # float32 audio features, as the processor returns them
+    out = model(**batch, labels=batch["input_ids"], mcam_labels=batch["audio_features"],
+                mcam_label_mask=batch["audio_attention_mask"])
+    assert out.mcam_predictions.dtype == dtype and torch.isfinite(out.loss)
+
+
+def test_flash_attention_is_not_offered():
+    """The audio-to-text cross-attention has different query and key padding, which flash attention's unpadding
+    does not support: the model refuses it rather than computing wrong outputs."""
+    assert not CTALModel._supports_flash_attn
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_attention_matches_eager(causal):
+    """Flex attention (BlockMask masks for padding, causality and cross-attention); on CPU it has no backward, so
+    this checks inference."""
+    batch = make_batch()
+    eager = make_model(CTALModel, attn="eager", audio_causal_self_attention=causal)
+    flex = make_model(CTALModel, attn="flex_attention", audio_causal_self_attention=causal)
+    flex.load_state_dict(eager.state_dict())
+    with torch.no_grad():
+        out_e, out_f = eager(**batch), flex(**batch)
+    for name, mask in (("text_last_hidden_state", "attention_mask"), ("audio_last_hidden_state", "audio_attention_mask")):
+        assert (out_e[name] - out_f[name]).abs()[batch[mask].bool()].max() < 1e-5, name

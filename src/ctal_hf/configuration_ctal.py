@@ -40,7 +40,8 @@ class CTALConfig(PreTrainedConfig):
     Each stack has its own size fields (`text_*` and `audio_*`). The shortcuts `hidden_size`,
     `num_hidden_layers`, `num_attention_heads`, `intermediate_size`, `hidden_act`, `hidden_dropout_prob`,
     `attention_probs_dropout_prob` and `layer_norm_eps` set both stacks at once (a `text_*`/`audio_*` value
-    given explicitly wins).
+    given explicitly wins); as attributes they read the audio stack's value and writing them sets both stacks
+    (e.g. `CTALConfig.from_pretrained(path, hidden_size=256)`; call `validate_ctal()` after editing fields).
 
     Args:
         vocab_size (`int`, defaults to 30000): size of the byte-level BPE vocabulary.
@@ -165,19 +166,6 @@ class CTALConfig(PreTrainedConfig):
         )
         self.validate_ctal()
 
-    @property
-    def hidden_size(self) -> int:
-        """Hidden size of the audio stream, whose states feed the MCAM and fine-tuning heads."""
-        return self.audio_hidden_size
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return max(self.text_num_hidden_layers, self.audio_num_hidden_layers)
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.audio_num_attention_heads
-
     def validate_ctal(self) -> None:
         """Raise a `ValueError` naming the field for impossible settings."""
         for stack in ("text", "audio"):
@@ -225,3 +213,19 @@ class CTALConfig(PreTrainedConfig):
         if name not in CTAL_PRESETS:
             raise ValueError(f"Unknown CTAL preset {name!r}; available presets: {sorted(CTAL_PRESETS)}.")
         return cls(**{**CTAL_PRESETS[name], **kwargs})
+
+
+def _both_stacks(field: str) -> property:
+    def read(self) -> object:
+        return getattr(self, f"audio_{field}")
+
+    def write(self, value) -> None:
+        setattr(self, f"text_{field}", value)
+        setattr(self, f"audio_{field}", value)
+
+    return property(read, write, doc=f"The audio stack's `{field}`; setting it sets both stacks.")
+
+
+# The shortcuts are properties, not stored fields: the saved config holds only the `text_*` / `audio_*` values.
+for _field in STACK_FIELDS:
+    setattr(CTALConfig, _field, _both_stacks(_field))

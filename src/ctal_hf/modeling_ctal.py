@@ -80,8 +80,9 @@ class CTALMultiHeadAttention(nn.Module):
         batch, q_len, _ = hidden_states.shape
         kv_states = hidden_states if key_value_states is None else key_value_states
         query = self.query(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        key = self.key(kv_states).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
-        value = self.value(kv_states).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        kv_shape = (batch, kv_states.shape[1], self.num_heads, self.head_dim)
+        key = self.key(kv_states).view(kv_shape).transpose(1, 2)
+        value = self.value(kv_states).view(kv_shape).transpose(1, 2)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -96,7 +97,7 @@ class CTALMultiHeadAttention(nn.Module):
             scaling=self.scaling,
             is_causal=self.is_causal,
         )
-        return attn_output.reshape(batch, q_len, -1).contiguous(), attn_weights
+        return attn_output.reshape(batch, q_len, self.num_heads * self.head_dim).contiguous(), attn_weights
 
 
 class CTALAddNorm(nn.Module):
@@ -225,7 +226,9 @@ class CTALAudioEmbeddings(nn.Module):
                 "(`max_audio_frames`); truncate it, e.g. with the feature extractor's `max_frames`."
             )
         positions = self.position_embeddings.weight[:length].unsqueeze(0)
-        return self.dropout(self.LayerNorm(self.projection(audio_features) + positions))
+        # The feature extractor returns float32; a half-precision model takes the features in its own dtype.
+        features = audio_features.to(self.projection.weight.dtype)
+        return self.dropout(self.LayerNorm(self.projection(features) + positions))
 
 
 class CTALTextEncoder(nn.Module):
@@ -289,7 +292,9 @@ class CTALPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["CTALTextLayer", "CTALAudioLayer", "CTALTextEmbeddings", "CTALAudioEmbeddings"]
     _supports_sdpa = True
-    _supports_flash_attn = True
+    # Flash attention's unpadding assumes queries and keys share one padding mask, which the audio-to-text
+    # cross-attention breaks (frames vs tokens).
+    _supports_flash_attn = False
     _supports_flex_attn = True
     _supports_attention_backend = True
     # forward takes no **kwargs: Trainer must not assume the loss is normalised by `num_items_in_batch` (v5 trap 3).
@@ -300,8 +305,6 @@ class CTALPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, (CTALMLMHead, CTALMCAMHead)):
             init.zeros_(module.bias)
-        elif isinstance(module, CTALAttentionPooling):
-            init.normal_(module.score.weight, mean=0.0, std=self.config.initializer_range)
 
 
 @dataclass
@@ -347,6 +350,8 @@ class CTALModel(CTALPreTrainedModel):
         self.text_encoder = CTALTextEncoder(config)
         self.audio_embeddings = CTALAudioEmbeddings(config)
         self.audio_encoder = CTALTextReferredAudioEncoder(config)
+        # Fixed at construction, like the attention modules' `is_causal`: a later config edit cannot split the two.
+        self.audio_causal_self_attention = config.audio_causal_self_attention
         self.post_init()
 
     def get_input_embeddings(self):
@@ -403,7 +408,7 @@ class CTALModel(CTALPreTrainedModel):
             config=self.config,
             inputs_embeds=audio_states,
             attention_mask=audio_attention_mask,
-            and_mask_function=causal_mask_function if self.config.audio_causal_self_attention else None,
+            and_mask_function=causal_mask_function if self.audio_causal_self_attention else None,
         )
         cross_mask = create_bidirectional_mask(
             config=self.config,
@@ -532,6 +537,13 @@ class CTALForPreTraining(CTALPreTrainedModel):
 
     def set_output_embeddings(self, new_embeddings):
         self.mlm_head.decoder = new_embeddings
+        # `resize_token_embeddings` swaps the decoder: the output bias follows its vocabulary size.
+        old_bias = self.mlm_head.bias
+        if old_bias.shape[0] != new_embeddings.out_features:
+            bias = old_bias.new_zeros(new_embeddings.out_features)
+            kept = min(old_bias.shape[0], bias.shape[0])
+            bias[:kept] = old_bias.data[:kept]
+            self.mlm_head.bias = nn.Parameter(bias)
 
     @can_return_tuple
     def forward(

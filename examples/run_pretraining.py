@@ -36,7 +36,7 @@ from ctal_hf.data_collator import DataCollatorForCTALPretraining
 from ctal_hf.demo_corpus import build_demo_corpus
 from ctal_hf.hub import check_hub_reachable, push_checkpoint_to_hub
 from ctal_hf.model_card import write_model_card
-from ctal_hf.tokenization_ctal import train_ctal_tokenizer
+from ctal_hf.tokenization_ctal import iter_transcripts, train_ctal_tokenizer
 from ctal_hf.trainer_ctal import CTALPreTrainingTrainer
 
 
@@ -119,12 +119,18 @@ class PreTrainingArguments(TrainingArguments):
     )
 
 
+def parse_overrides(overrides: str | None) -> dict:
+    """Comma-separated `key=value` pairs (JSON values) of `--config_overrides`."""
+    parsed = dict(parse_override(item) for item in filter(None, (overrides or "").split(",")))
+    unknown = [key for key in parsed if not hasattr(CTALConfig(), key)]
+    if unknown:
+        raise ValueError(f"--config_overrides: {unknown} are not CTALConfig fields.")
+    return parsed
+
+
 def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
-    """Apply comma-separated `key=value` pairs (JSON values) to a config and re-validate it."""
-    for item in filter(None, (overrides or "").split(",")):
-        key, value = parse_override(item)
-        if not hasattr(config, key):
-            raise ValueError(f"--config_overrides: {key!r} is not a CTALConfig field.")
+    """Apply `--config_overrides` to a config (before the model is built from it) and re-validate it."""
+    for key, value in parse_overrides(overrides).items():
         setattr(config, key, value)
     config.validate_ctal()
     return config
@@ -185,7 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
-    if training_args.push_to_hub:
+    # Pushed once at the end, with the CTAL card: Trainer's own pushes would upload every checkpoint with a generic
+    # card first.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    if push_to_hub:
         check_hub_reachable()  # fail before any work, not after training
 
     source = data_args.dataset
@@ -218,16 +227,19 @@ def main(argv: list[str] | None = None) -> None:
         elif training_args.process_index == 0:
             logger.info("Training a byte-level BPE tokenizer (%d entries) on the training transcripts",
                         model_args.tokenizer_vocab_size)
-            tokenizer = train_ctal_tokenizer((row["text"] for row in train_raw), vocab_size=model_args.tokenizer_vocab_size)
+            tokenizer = train_ctal_tokenizer(iter_transcripts(train_raw), vocab_size=model_args.tokenizer_vocab_size)
             tokenizer.save_pretrained(trained_tokenizer_dir)
         else:
             tokenizer = load_tokenizer(trained_tokenizer_dir)
 
     if model_args.model_name_or_path:
+        # Overrides reach the config before the model is built; one that changes a weight's shape fails to load.
         model = CTALForPreTraining.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+            model_args.model_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            **parse_overrides(model_args.config_overrides),
         )
-        apply_overrides(model.config, model_args.config_overrides)
+        model.config.validate_ctal()
     else:
         config = build_config(model_args, vocab_size=len(tokenizer))
         model = CTALForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(trained_tokenizer_dir, ignore_errors=True)
         write_model_card(training_args.output_dir, config, dataset=data_args.dataset, training_args=training_args,
                          log_history=trainer.state.log_history)
-        if training_args.push_to_hub:
+        if push_to_hub:
             repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
             push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token,
                                    private=training_args.hub_private_repo)

@@ -139,3 +139,46 @@ def test_push_to_hub_offline_fails_before_any_work(corpus, tiny_config, tmp_path
     with pytest.raises(HubUnreachableError, match="offline mode"):
         run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "1", "--push_to_hub", "true"))
     assert not out.exists()
+
+
+def test_single_task_ablation_still_evaluates(corpus, tiny_config, tmp_path):
+    """Table 4 row c (w/o MCAM): the collator makes no MCAM labels, evaluation still reports its loss."""
+    out = tmp_path / "mlm-only"
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "2", "--eval_strategy", "steps",
+                                  "--eval_steps", "2", "--config_overrides", "mcam_loss_weight=0"))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    evaluation = [entry for entry in history if "eval_loss" in entry][0]
+    assert evaluation["eval_loss"] == pytest.approx(evaluation["eval_mlm_loss"]) and "eval_mcam_loss" not in evaluation
+    assert all("mcam_loss" not in entry for entry in history)
+
+
+def test_continue_from_checkpoint_with_overrides(corpus, tiny_config, tmp_path):
+    first = tmp_path / "first"
+    run_pretraining.main(run_args(corpus, tiny_config, first, "--max_steps", "1"))
+    second = tmp_path / "second"
+    run_pretraining.main(run_args(corpus, tiny_config, second, "--max_steps", "1", "--model_name_or_path", str(first),
+                                  "--config_overrides", "audio_causal_self_attention=true,mlm_loss_weight=0.5"))
+    model = CTALForPreTraining.from_pretrained(second)
+    assert model.config.audio_causal_self_attention and model.config.mlm_loss_weight == 0.5
+    assert model.ctal.audio_encoder.layer[0].attention.self.is_causal
+    with pytest.raises(Exception, match="size mismatch|mismatch"):
+        run_pretraining.main(run_args(corpus, tiny_config, tmp_path / "third", "--max_steps", "1",
+                                      "--model_name_or_path", str(first), "--config_overrides", "intermediate_size=48"))
+
+
+def test_push_to_hub_uploads_once_with_the_ctal_card(corpus, tiny_config, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(run_pretraining, "check_hub_reachable", lambda: None)
+    monkeypatch.setattr(run_pretraining, "push_checkpoint_to_hub", lambda folder, repo_id, **kw: calls.append((folder, repo_id)))
+    out = tmp_path / "pushed"
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "1", "--push_to_hub", "true",
+                                  "--hub_model_id", "my-org/ctal-tiny"))
+    assert calls == [(str(out), "my-org/ctal-tiny")]
+    card = (out / "README.md").read_text()
+    assert card.startswith("---") and "ctal_hf" in card
+
+
+def test_persistent_workers_with_seeded_masks_are_refused(corpus, tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="Persistent data-loader workers"):
+        run_pretraining.main(run_args(corpus, tiny_config, tmp_path / "run", "--max_steps", "1",
+                                      "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true"))

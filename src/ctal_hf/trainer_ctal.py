@@ -39,7 +39,24 @@ class CTALPreTrainingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._partial_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": {}, "eval": {}}
         self.data_log_dir = data_log_dir
+        if self.args.label_names is None:
+            # Evaluation computes a loss only when every label key is in the batch: a single-task ablation's
+            # collator leaves the other task's keys out.
+            self.label_names = [
+                name
+                for name, task in (("labels", "mlm"), ("mcam_labels", "mcam"), ("mcam_label_mask", "mcam"))
+                if getattr(self.data_collator, task, True)
+            ]
         if hasattr(self.data_collator, "set_epoch"):
+            if (
+                getattr(self.data_collator, "seed", None) is not None
+                and self.args.dataloader_persistent_workers
+                and self.args.dataloader_num_workers > 0
+            ):
+                raise ValueError(
+                    "Persistent data-loader workers keep the collator of the first epoch, so seeded masks would "
+                    "repeat every epoch: drop --dataloader_persistent_workers, or use a collator with seed=None."
+                )
             self.add_callback(CollatorEpochCallback(self.data_collator))
 
     def _log_data(self, inputs) -> None:
@@ -58,17 +75,19 @@ class CTALPreTrainingTrainer(Trainer):
             self._log_data(inputs)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         bucket = self._partial_sums["train" if model.training else "eval"]
+        # As Trainer's own losses: training logs average the steps, evaluation weights each batch by its size.
+        repeats = 1 if model.training else inputs["input_ids"].shape[0]
         for name in PARTIAL_LOSSES:
             value = outputs.get(name) if isinstance(outputs, dict) else None
             if value is not None:
-                bucket.setdefault(name, []).append(value.detach())
+                bucket.setdefault(name, []).append(value.detach().reshape(1).repeat(repeats))
         return (loss, outputs) if return_outputs else loss
 
     def _drain(self, split: str) -> dict[str, float]:
         means = {}
         for name, values in sorted(self._partial_sums[split].items()):
             # A collective call: `log` runs on every process, as for Trainer's own loss.
-            means[name] = nested_gather(torch.stack(values).mean(), self.args.parallel_mode).mean().item()
+            means[name] = nested_gather(torch.cat(values).mean(), self.args.parallel_mode).mean().item()
         self._partial_sums[split] = {}
         return means
 

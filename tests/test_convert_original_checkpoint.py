@@ -559,10 +559,27 @@ def test_help_describes_the_cli(capsys):
         assert option in help_text
 
 
-def test_cli_push_without_network_keeps_the_converted_folder(tmp_path, original, monkeypatch):
+def test_cli_push_offline_fails_before_converting(tmp_path, original, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output_dir = tmp_path / "ctal-tiny"
-    with pytest.raises(SystemExit, match="offline mode.*is complete"):
+    with pytest.raises(SystemExit, match="Cannot push to the Hub: offline mode is enabled"):
         main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)]
              + ["--push_to_hub", "my-org/x"])
-    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= {p.name for p in output_dir.iterdir()}
+    assert not output_dir.exists()
+
+
+def test_cli_checks_the_hub_before_converting_and_pushes_the_complete_folder(tmp_path, original, monkeypatch):
+    output_dir = tmp_path / "ctal-tiny"
+    calls = []
+
+    def check_hub_reachable():
+        calls.append(("check", output_dir.exists()))
+
+    def push_checkpoint_to_hub(folder, repo_id, private):
+        calls.append(("push", (Path(folder) / "README.md").is_file(), repo_id, private))
+
+    monkeypatch.setattr("ctal_hf.convert_original_checkpoint.check_hub_reachable", check_hub_reachable)
+    monkeypatch.setattr("ctal_hf.convert_original_checkpoint.push_checkpoint_to_hub", push_checkpoint_to_hub)
+    main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)]
+         + ["--push_to_hub", "my-org/x", "--private"])
+    assert calls == [("check", False), ("push", True, "my-org/x", True)]

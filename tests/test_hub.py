@@ -1,9 +1,10 @@
-"""Pushing a CTAL checkpoint (model + processor + card) to the Hub, with the Hub API replaced by a recorder, and failing
-fast without network."""
+"""Pushing a CTAL checkpoint (model + processor + card) to the Hub, with ours and with transformers' own `push_to_hub`,
+against a fake Hub behind huggingface_hub's HTTP client; and failing fast without network."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,10 @@ from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import OfflineModeIsEnabled
+from huggingface_hub.utils import httpx, set_client_factory
+from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
 
 from ctal_hf import train_ctal_tokenizer
 from ctal_hf.create import create_checkpoint
@@ -41,37 +45,46 @@ def folder_digest(folder: Path) -> dict[str, tuple[str, float]]:
 
 
 @pytest.fixture
-def hub(monkeypatch):
-    """Replace the Hub calls transformers and huggingface_hub make (`HfApi.create_repo`, `HfApi.create_commit`, the
-    reachability probe) by a recorder."""
-    record = SimpleNamespace(repos=[], commits=[], probes=[])
+def hub(monkeypatch, tmp_path):
+    """A fake Hub behind huggingface_hub's HTTP client, whose request hook (offline mode) is kept: it records every
+    request, creates repos, and serves the files committed so far, answering 404 `EntryNotFound` for the others as the
+    Hub does. Only `HfApi.create_commit` (pre-upload, LFS, commit) is replaced, by a recorder of the files."""
+    record = SimpleNamespace(repos={}, commits=[], requests=[])
 
-    def create_repo(self, repo_id, **kwargs):
-        record.repos.append(repo_id)
-        return SimpleNamespace(repo_id=repo_id)
+    def answer(request):
+        record.requests.append(request)
+        if request.url.path == "/api/repos/create":
+            body = json.loads(request.content)
+            repo_id = f"{body['organization']}/{body['name']}"
+            record.repos.setdefault(repo_id, {})
+            return httpx.Response(200, json={"url": f"{constants.ENDPOINT}/{repo_id}"})
+        parts = request.url.path.strip("/").split("/", 4)  # <org>/<name>/resolve/<revision>/<file>
+        content = record.repos.get("/".join(parts[:2]), {}).get(parts[-1]) if parts[2:3] == ["resolve"] else None
+        if content is None:
+            return httpx.Response(404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"ETag": f'"{hashlib.sha256(content).hexdigest()}"', "X-Repo-Commit": "0" * 40}
+        return httpx.Response(200, headers=headers, content=content)
 
     def create_commit(self, repo_id, operations, **kwargs):
-        files = {}
-        for operation in operations:
-            source = operation.path_or_fileobj
-            files[operation.path_in_repo] = source.read() if hasattr(source, "read") else Path(source).read_bytes()
+        files = {operation.path_in_repo: Path(operation.path_or_fileobj).read_bytes() for operation in operations}
+        record.repos[repo_id].update(files)
         record.commits.append(SimpleNamespace(repo_id=repo_id, files=files, kwargs=kwargs))
         return SimpleNamespace(commit_url=f"https://hub.test/{repo_id}/commit/0")
 
-    class Session:
-        def head(self, url, timeout):
-            record.probes.append((url, timeout))
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    monkeypatch.setattr("ctal_hf.hub.get_session", Session)
-    return record
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    transport = httpx.MockTransport(answer)
+    set_client_factory(lambda: httpx.Client(transport=transport, event_hooks={"request": [hf_request_event_hook]}))
+    yield record
+    set_client_factory(default_client_factory)
 
 
 def test_push_folder_uploads_model_processor_and_card_in_one_commit(hub, checkpoint):
     before = folder_digest(checkpoint)
     push_checkpoint_to_hub(checkpoint, "my-org/ctal-base", private=True)
-    assert hub.repos == ["my-org/ctal-base"] and hub.probes and hub.probes[0][1] == 10.0
+    probe = hub.requests[0]  # the reachability probe comes first, with its timeout
+    assert (probe.method, probe.url.path, probe.extensions["timeout"]["connect"]) == ("HEAD", "/", 10.0)
+    assert list(hub.repos) == ["my-org/ctal-base"]
     (commit,) = hub.commits
     assert set(commit.files) == CHECKPOINT_FILES
     assert commit.files["README.md"] == (checkpoint / "README.md").read_bytes()
@@ -89,17 +102,42 @@ def test_push_in_memory_model_with_processor(hub, checkpoint):
     assert card.startswith("---\n") and 'AutoModel.from_pretrained("my-org/ctal-base-ft")' in card
 
 
-def test_standard_transformers_push_to_hub(hub, monkeypatch, checkpoint):
-    """`model.push_to_hub` / `processor.push_to_hub` (transformers' PushToHubMixin) go through the same two calls; the
-    card they upload is the one already on the Hub (here: ours, as `push_checkpoint_to_hub` leaves it)."""
-    card = (checkpoint / "README.md").read_text(encoding="utf-8")
-    monkeypatch.setattr(ModelCard, "load", classmethod(lambda cls, repo_id, **kwargs: ModelCard(card)))
+def test_standard_push_to_hub_uploads_the_generic_transformers_card_to_a_new_repo(hub, checkpoint):
+    """transformers' `push_to_hub` (PushToHubMixin) creates the repo, fetches its README.md from the Hub
+    (`ModelCard.load`), falls back to transformers' generic template when there is none, and commits a fresh
+    `save_pretrained` plus that card; the processor push re-uploads the card it now finds. The folder's card is never
+    read."""
+    before = folder_digest(checkpoint)
     AutoModelForPreTraining.from_pretrained(checkpoint).push_to_hub("my-org/ctal-base")
     AutoProcessor.from_pretrained(checkpoint).push_to_hub("my-org/ctal-base")
     model_commit, processor_commit = hub.commits
-    assert {"config.json", "model.safetensors", "README.md"} <= set(model_commit.files)
-    assert PROCESSOR_FILES <= set(processor_commit.files)
-    assert model_commit.files["README.md"].decode().strip() == card.strip()
+    assert set(model_commit.files) == {"config.json", "model.safetensors", "README.md"}
+    assert set(processor_commit.files) == PROCESSOR_FILES | {"README.md"}
+    card = model_commit.files["README.md"].decode()
+    assert "library_name: transformers" in card and "This model card has been automatically generated." in card
+    assert "CTAL" not in card and processor_commit.files["README.md"] == model_commit.files["README.md"]
+    card_fetches = [r for r in hub.requests if r.url.path == "/my-org/ctal-base/resolve/main/README.md"]
+    assert card_fetches and hub.repos["my-org/ctal-base"]["README.md"] == model_commit.files["README.md"]
+    assert folder_digest(checkpoint) == before
+
+
+def test_standard_push_to_hub_keeps_the_card_already_on_the_hub(hub, checkpoint):
+    push_checkpoint_to_hub(checkpoint, "my-org/ctal-base")
+    AutoModelForPreTraining.from_pretrained(checkpoint).push_to_hub("my-org/ctal-base")
+    AutoProcessor.from_pretrained(checkpoint).push_to_hub("my-org/ctal-base")
+    assert [commit.files["README.md"] for commit in hub.commits] == [(checkpoint / "README.md").read_bytes()] * 3
+
+
+def test_standard_push_to_hub_offline_fails_before_any_request(hub, monkeypatch, checkpoint):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    before = folder_digest(checkpoint)
+    for pushed in (AutoModelForPreTraining.from_pretrained(checkpoint), AutoProcessor.from_pretrained(checkpoint)):
+        start = time.monotonic()
+        with pytest.raises(OfflineModeIsEnabled, match="offline mode is enabled"):
+            pushed.push_to_hub("my-org/ctal-base")
+        assert time.monotonic() - start < 10
+    assert not hub.requests and not hub.repos and not hub.commits
+    assert folder_digest(checkpoint) == before
 
 
 def test_offline_mode_fails_fast_and_keeps_files(hub, monkeypatch, checkpoint):
@@ -107,7 +145,7 @@ def test_offline_mode_fails_fast_and_keeps_files(hub, monkeypatch, checkpoint):
     before = folder_digest(checkpoint)
     with pytest.raises(HubUnreachableError, match="offline mode"):
         push_checkpoint_to_hub(checkpoint, "my-org/ctal-base")
-    assert not hub.repos and not hub.commits and not hub.probes
+    assert not hub.requests and not hub.repos and not hub.commits
     assert folder_digest(checkpoint) == before
 
 

@@ -41,7 +41,7 @@ from transformers.utils import logging as hf_logging
 
 from .configuration_ctal import CTAL_PRESETS, STACK_FIELDS, CTALConfig
 from .create import build_processor
-from .hub import HubUnreachableError, push_checkpoint_to_hub
+from .hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
 from .modeling_ctal import CTALForPreTraining
 from .model_card import write_model_card
 
@@ -600,12 +600,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--model_name", help="name used in the model card (default: the matching paper preset)")
     parser.add_argument("--verify", action="store_true", help="reload the folder and run it on a dummy batch")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the folder to this Hub repository")
+    parser.add_argument(
+        "--push_to_hub",
+        metavar="REPO_ID",
+        help="upload the folder to this Hub repository; the Hub is checked first, so nothing is converted without it",
+    )
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     args = parser.parse_args(argv)
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
+        if args.push_to_hub:
+            check_hub_reachable()  # now, not after a conversion that can take minutes
         convert_original_checkpoint(
             args.checkpoint,
             args.output_dir,
@@ -615,7 +621,7 @@ def main(argv: list[str] | None = None) -> None:
             model_name=args.model_name,
             verify=args.verify,
         )
-    except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError) as error:
+    except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError, HubUnreachableError) as error:
         sys.exit(f"ctal-convert-original: {error}")
     if args.push_to_hub:
         try:

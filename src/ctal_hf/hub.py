@@ -1,8 +1,9 @@
 """Upload a CTAL checkpoint (model, processor and model card) to the Hugging Face Hub in one commit.
 
-transformers' own `model.push_to_hub` / `processor.push_to_hub` work for CTAL too, but each of them writes the card it
-finds on the Hub, or a generic one, as `README.md`; `push_checkpoint_to_hub` uploads the folder as it is, with the card
-from `ctal_hf.model_card`. It uses the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
+transformers' own `model.push_to_hub` / `processor.push_to_hub` work for CTAL too, but each of them uploads as
+`README.md` the card already on the Hub or, for a new repo, transformers' generic template, never a local card, and
+waits on an unresponsive Hub without a timeout. `push_checkpoint_to_hub` uploads the folder as it is, with the card
+from `ctal_hf.model_card`, through the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
 
 Without network it fails fast: offline mode (`HF_HUB_OFFLINE=1`) is refused before any request, and the endpoint is
 probed with a bounded timeout before anything is created, so an unreachable or silent Hub gives a clear error within
@@ -15,10 +16,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.hf_api import CommitInfo
-from huggingface_hub.utils import get_session
+# huggingface_hub's stable alias of the HTTP library it is built on (httpx2 today), rather than that library itself.
+from huggingface_hub.utils import get_session, httpx
 from transformers import PreTrainedModel, ProcessorMixin
 from transformers.utils import logging
 
@@ -45,7 +46,7 @@ def check_hub_reachable(endpoint: str | None = None, timeout: float = 10.0) -> N
         )
     try:
         get_session().head(endpoint, timeout=timeout)
-    except httpx2.TransportError as error:
+    except httpx.TransportError as error:
         raise HubUnreachableError(
             f"Cannot push to the Hub: {endpoint} did not answer within {timeout:g} s ({type(error).__name__}: {error})."
         ) from error

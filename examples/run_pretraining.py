@@ -93,6 +93,11 @@ class DataArguments:
     mcam_mode: str = field(
         default="segment", metadata={"help": "'segment' (the paper) or 'per_frame' (the authors' released code)."}
     )
+    long_audio: str = field(
+        default="drop",
+        metadata={"help": "Utterances longer than the model's max_audio_frames (37.5 s): 'drop' them (counted, as "
+                  "the authors' pre-training did) or 'truncate' them."},
+    )
     demo_num_utterances: int = field(default=300, metadata={"help": "Size of the demo corpus (with --dataset demo)."})
     data_log_dir: str | None = field(
         default=None,
@@ -210,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint and not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--resume_from_checkpoint: {checkpoint} is not a folder; pass a checkpoint-* folder.")
+    if data_args.long_audio not in ("drop", "truncate"):
+        raise ValueError(f"--long_audio must be 'drop' or 'truncate', got {data_args.long_audio!r}.")
+    if data_args.streaming and data_args.precompute_features:
+        raise ValueError("--precompute_features caches a map-style dataset; with --streaming features are computed "
+                         "on the fly, drop one of the two options.")
     if data_args.streaming:
         if training_args.max_steps <= 0:
             raise ValueError("--streaming needs --max_steps: a stream has no length to derive epochs from.")
@@ -252,8 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     with training_args.main_process_first(desc="reading audio lengths / computing features"):
         datasets_ = []
         for dataset in (train_raw, eval_raw):
-            if dataset is not None and not data_args.streaming:
+            if dataset is not None:
+                # Reads file headers only (lazily for a stream): lengths for batching, and long audio to drop.
                 dataset = add_length_column(dataset, processor, max_audio_frames=config.max_audio_frames,
+                                            drop_longer=data_args.long_audio == "drop",
                                             skip_unreadable=data_args.skip_unreadable)
                 if data_args.precompute_features:
                     dataset = precompute_features(dataset, transform)

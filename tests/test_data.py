@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -187,12 +188,14 @@ def test_decode_resamples_and_downmixes(tmp_path):
     left, right = 0.5 * np.sin(2 * np.pi * 440 * time), 0.2 * np.sin(2 * np.pi * 880 * time)
     path = tmp_path / "stereo.wav"
     soundfile.write(path, np.stack([left, right], axis=1), rate, subtype="FLOAT")
-    expected = soxr.resample(((left + right) / 2).astype(np.float32), rate, 16000)
-    for item in (path, str(path), path.read_bytes(), {"path": str(path), "bytes": None},
-                 {"path": "ignored-when-bytes.wav", "bytes": path.read_bytes()}):
-        waveform = decode_audio(item)
-        assert waveform.dtype == np.float32 and waveform.ndim == 1
-        np.testing.assert_allclose(waveform, expected, atol=1e-6)
+    stored = soundfile.read(path, dtype="float64")[0]
+    expected = soxr.resample(stored.mean(axis=1), rate, 16000, quality="HQ")
+    with open(path, "rb") as file:
+        for item in (path, str(path), path.read_bytes(), file, {"path": str(path), "bytes": None},
+                     {"path": "ignored-when-bytes.wav", "bytes": path.read_bytes()}):
+            waveform = decode_audio(item)
+            assert waveform.dtype == np.float64 and waveform.ndim == 1
+            np.testing.assert_array_equal(waveform, expected)
     assert audio_num_samples(path) == len(expected) == 16000
     low_rate = {"array": left[::6].astype(np.float32), "sampling_rate": 7350}
     assert len(decode_audio(low_rate)) == audio_num_samples(low_rate) == 16000
@@ -305,6 +308,46 @@ def test_transform_outputs_unpadded_features(corpus, processor):
     stream = load_speech_dataset(root, streaming=True).map(transform, batched=True, batch_size=4,
                                                            remove_columns=["id", "audio", "text", "chapter_id"])
     assert [row["length"] for row in stream] == batch["length"]
+
+
+def test_transform_features_equal_processor_features_of_the_file(corpus, processor, tmp_path):
+    # One decoder for both routes: training (CTALFeatureTransform on a dataset row) and inference
+    # (processor(audio=path)) give the same features, also for audio that needs down-mixing and resampling.
+    root, expected = corpus
+    rate = 44100
+    time = np.arange(int(0.9 * rate)) / rate
+    stereo = np.stack([0.4 * np.sin(2 * np.pi * 330 * time), 0.2 * np.sin(2 * np.pi * 2100 * time)], axis=1)
+    stereo_path = tmp_path / "stereo_44k.wav"  # float64 samples: a float32 decoder would round them
+    soundfile.write(stereo_path, stereo + 0.01 * np.random.default_rng(0).standard_normal(stereo.shape), rate,
+                    subtype="DOUBLE")
+    paths = [str(stereo_path), str(next(iter(expected.values()))["path"])]
+    texts = ["THE OLD MILL", "QUIET MORNING"]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": path, "text": text}) + "\n" for path, text in zip(paths, texts)))
+    dataset = load_speech_dataset(manifest)
+    for rows in (dataset[:], {"audio": [{"path": None, "bytes": Path(path).read_bytes()} for path in paths],
+                              "text": texts}):
+        batch = CTALFeatureTransform(processor)(rows)
+        for index, path in enumerate(paths):
+            reference = processor(audio=[path], return_tensors="np")["audio_features"][0]
+            np.testing.assert_array_equal(batch["audio_features"][index], reference)
+
+
+def test_length_column_can_drop_long_audio(corpus, processor, caplog):
+    # Pre-training drops what does not fit (the original code), fine-tuning truncates it.
+    root, _ = corpus
+    full = add_length_column(load_speech_dataset(root), processor)["length"]
+    limit = sorted(full)[2]
+    with caplog.at_level(logging.WARNING):
+        kept = add_length_column(load_speech_dataset(root), processor, max_audio_frames=limit, drop_longer=True)
+    assert kept["length"] == [length for length in full if length <= limit]
+    longer = sum(length > limit for length in full)
+    assert f"Dropped {longer} of {len(full)} rows with more than max_audio_frames={limit} frames" in caplog.text
+    stream = add_length_column(load_speech_dataset(root, streaming=True), processor, max_audio_frames=limit,
+                               drop_longer=True)
+    assert [row["length"] for row in stream] == kept["length"]
+    truncated = add_length_column(load_speech_dataset(root), processor, max_audio_frames=limit)
+    assert truncated["length"] == [min(length, limit) for length in full]
 
 
 def test_unreadable_audio_in_transform_and_lengths(corpus, processor, tmp_path, caplog):

@@ -224,17 +224,40 @@ def test_mcam_segment_fraction_on_long_utterances(tokenizer):
 
 
 def test_mcam_segment_length_range(tokenizer):
-    # 100 frames hold 2-5 segments of C in [20, 50]; exactly one is selected, so the masked run is C frames.
+    # 100 frames hold S = floor(100 / C) in 2..5 segments of C in [20, 50]; with p * S < 1 at most one is
+    # selected, with probability p * S, so each masked run is one segment of C frames.
     collator = DataCollatorForCTALPretraining(tokenizer, mlm=False, seed=3)
-    seen = []
-    for draw in range(10):
+    num_rows, seen = 64 * 20, []
+    for draw in range(20):
         batch = collator(make_examples([100] * 64, seed=draw, feature_size=4))
         for row in batch["mcam_label_mask"]:
-            (start, length), = runs(row)
-            seen.append(length)
+            row_runs = runs(row)
+            assert len(row_runs) <= 1
+            seen += [length for _, length in row_runs]
     assert min(seen) == 20 and max(seen) == 50
     assert len(set(seen)) == 31  # every C in {20..50} drawn
-    assert abs(np.mean(seen) - 35) < 1.5
+    # C is uniform, and C is then selected with probability 0.15 * floor(100 / C).
+    weights = {length: 0.15 * (100 // length) for length in range(20, 51)}
+    expected_runs = num_rows * np.mean(list(weights.values()))
+    assert abs(len(seen) - expected_runs) < 4 * np.sqrt(expected_runs)
+    expected_mean = sum(length * weight for length, weight in weights.items()) / sum(weights.values())
+    assert abs(np.mean(seen) - expected_mean) < 1.5
+
+
+@pytest.mark.parametrize("num_frames", [20, 60, 120, 400])
+def test_mcam_segment_fraction_is_unbiased_for_every_length(tokenizer, num_frames):
+    # floor(p * S) + Bernoulli(frac(p * S)) segments: E[masked fraction] = E_C[p * floor(n / C) * C / n] for
+    # C ~ U{20..min(50, n)}, i.e. p up to the unsegmented leftover, also for a single segment (n = 20). Rounding
+    # with at least one segment gave 1.0, 0.58, 0.29 and 0.145 for these lengths.
+    probability = 0.15
+    collator = DataCollatorForCTALPretraining(tokenizer, mlm=False, mcam_probability=probability, seed=8)
+    fractions = []
+    for draw in range(16):
+        batch = collator(make_examples([num_frames] * 256, text_length=3, seed=draw, feature_size=1))
+        fractions += (batch["mcam_label_mask"].sum(1) / num_frames).tolist()
+    segment_lengths = range(20, min(50, num_frames) + 1)
+    expected = np.mean([probability * (num_frames // length) * length / num_frames for length in segment_lengths])
+    assert abs(np.mean(fractions) - expected) < 0.15 * expected, (np.mean(fractions), expected)  # >= 4 std errors
 
 
 def test_mcam_segment_actions_are_per_segment(tokenizer):
@@ -327,24 +350,29 @@ def test_per_frame_segment_count(tokenizer):
 
 def test_short_utterances(tokenizer):
     lengths = [1, 5, 19, 20, 35, 49]
+    segment_masked = np.zeros(3, dtype=bool)
     for mode in ("segment", "per_frame"):
         collator = DataCollatorForCTALPretraining(tokenizer, mlm=False, mcam_mode=mode, seed=7)
-        for draw in range(20):
+        for draw in range(40):
             examples = make_examples(lengths, seed=draw)
             batch = collator(examples)
             check_common_mcam_invariants(batch, examples)
             masked = batch["mcam_label_mask"].sum(1).tolist()
             assert masked[:3] == [0, 0, 0]  # shorter than the minimum segment: nothing masked
             if mode == "segment":
-                assert masked[3] == 20  # one segment of C = 20 covers the utterance
-                assert 20 <= masked[4] <= 35 and 20 <= masked[5] <= 49  # one segment, C capped at n
+                # At most one segment (p * S < 1), C capped at n; C = 20 covers a 20-frame utterance.
+                assert masked[3] in (0, 20) and (masked[4] == 0 or 20 <= masked[4] <= 35)
+                assert masked[5] == 0 or 20 <= masked[5] <= 49
+                segment_masked += np.array(masked[3:]) > 0
             else:
                 assert masked[3:] == [0, 0, 0]  # round(n * 0.15 / C) = 0 segments
+    assert segment_masked.all()  # each of them is masked in some draws
 
 
 def test_single_segment_utterance_replacement_keeps_frames(tokenizer):
-    # With n == C there is no other block to copy: "replace" leaves the frames as they are.
-    collator = DataCollatorForCTALPretraining(tokenizer, mlm=False, mcam_zero_prob=0.0, mcam_replace_prob=1.0, seed=0)
+    # With n == C there is no other block to copy: "replace" leaves the frames as they are. p = 1 selects the segment.
+    collator = DataCollatorForCTALPretraining(tokenizer, mlm=False, mcam_probability=1.0, mcam_zero_prob=0.0,
+                                              mcam_replace_prob=1.0, seed=0)
     examples = make_examples([20] * 8)
     batch = collator(examples)
     assert batch["mcam_label_mask"].all()

@@ -284,7 +284,7 @@ def test_other_sampling_rates_are_resampled(extractor, tmp_path):
         (np.float64(0.5), {"sampling_rate": SR}, ValueError, "Audio 0 has 0 dimensions"),
         (np.zeros((16, 4000)), {"sampling_rate": SR}, ValueError, "16 channels .* pass a list of 1-D arrays"),
         ([], {"sampling_rate": SR}, ValueError, "No audio given"),
-        ("/no/such/file.wav", {}, FileNotFoundError, "no file at '/no/such/file.wav'"),
+        ("/no/such/file.wav", {}, FileNotFoundError, "No audio file at '/no/such/file.wav'"),
         (make_audio(4000), {"sampling_rate": SR, "padding": False}, ValueError, "always returns a padded batch"),
     ],
 )

@@ -182,3 +182,25 @@ def test_persistent_workers_with_seeded_masks_are_refused(corpus, tiny_config, t
     with pytest.raises(ValueError, match="Persistent data-loader workers"):
         run_pretraining.main(run_args(corpus, tiny_config, tmp_path / "run", "--max_steps", "1",
                                       "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true"))
+
+
+@pytest.mark.parametrize("mode", ["drop", "truncate"])
+def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, monkeypatch):
+    import ctal_hf.data
+
+    warnings = []
+    monkeypatch.setattr(ctal_hf.data.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
+    data_log = tmp_path / "seen"
+    # 150 frames = 1.9 s: the demo utterances are 1-4 s long, so some are over the limit.
+    run_pretraining.main(run_args(corpus, tiny_config, tmp_path / mode, "--max_steps", "6", "--long_audio", mode,
+                                  "--config_overrides", "max_audio_frames=150", "--validation_fraction", "0",
+                                  "--data_log_dir", str(data_log)))
+    dropped = [message for message in warnings if message.startswith("Dropped")]
+    seen = set((data_log / "rank-0.txt").read_text().split())
+    train_rows = 21  # the demo manifest's "train" split of 24 utterances
+    if mode == "drop":
+        assert len(dropped) == 1, dropped
+        count, total = int(dropped[0].split()[1]), int(dropped[0].split()[3])
+        assert total == train_rows and 0 < count < total and len(seen) == total - count, (dropped, len(seen))
+    else:
+        assert not dropped and len(seen) == train_rows

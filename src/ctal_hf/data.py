@@ -19,7 +19,10 @@ whichever of `speaker_id`, `label`, `split`, `id`, `chapter_id`, ... the source 
 
 The `Audio` feature of datasets 5 decodes only through torchcodec, which is unavailable on many
 machines, so audio columns are kept undecoded (`Audio(decode=False)`) and `decode_audio` reads
-them with soundfile and resamples with soxr.
+them: it is `ctal_hf.feature_extraction_ctal.load_audio`, the decoder `CTALFeatureExtractor` uses for
+file paths, so the features of a file are the same through `CTALFeatureTransform` (training) and
+`processor(audio=path)` (inference). It returns float64 (before, a decoder of its own here
+returned float32, which rounds float and double-precision files).
 
 `CTALFeatureTransform` turns batches of such rows into model inputs with a `CTALProcessor`
 (`input_ids`, `audio_features` and `length` = number of audio frames), on the fly
@@ -36,7 +39,6 @@ With `Trainer`, on-the-fly features go through the collator, not `with_transform
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,16 +48,14 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
-import soundfile
-import soxr
 from datasets.fingerprint import Hasher
 from datasets.utils.tqdm import tqdm
 from transformers.utils import logging
 
+from .feature_extraction_ctal import AudioDecodeError, _audio_name, audio_num_samples, load_audio
+
 
 logger = logging.get_logger(__name__)
-
-SAMPLING_RATE = 16000
 
 # Canonical column -> accepted names, in priority order, matched case-insensitively. The first
 # present one is renamed to the canonical name; other aliases stay as they are.
@@ -70,95 +70,8 @@ REQUIRED_COLUMNS = ("audio", "text")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 
-class AudioDecodeError(ValueError):
-    """An audio file or buffer that soundfile cannot decode, or that holds too little audio."""
-
-
-# --------------------------------------------------------------------------------------------- audio
-
-
-def _audio_name(audio: Any) -> str:
-    """How error messages name an audio item: its path where known."""
-    if isinstance(audio, Mapping):
-        return str(audio.get("path") or ("<in-memory array>" if audio.get("array") is not None else "<in-memory bytes>"))
-    if isinstance(audio, (bytes, bytearray)):
-        return "<in-memory bytes>"
-    return os.fspath(audio)
-
-
-def _open_source(audio: Any) -> tuple[Any, str]:
-    """(what soundfile opens, name) for a path, raw bytes or a {"path", "bytes"} dict."""
-    if not isinstance(audio, (Mapping, bytes, bytearray, str, os.PathLike)):
-        raise TypeError(
-            f"Cannot read audio from a {type(audio).__name__}; expected a path, bytes, or a datasets audio dict."
-        )
-    name = _audio_name(audio)
-    if isinstance(audio, Mapping):
-        if audio.get("bytes") is not None:
-            return io.BytesIO(audio["bytes"]), name
-        if not audio.get("path"):
-            raise ValueError(
-                f"Audio item has neither 'bytes', 'path' nor 'array' (keys: {sorted(audio)}); expected the "
-                "datasets audio dict of an `Audio(decode=False)` column, or {'array', 'sampling_rate'}."
-            )
-        audio = audio["path"]
-    elif isinstance(audio, (bytes, bytearray)):
-        return io.BytesIO(audio), name
-    if not os.path.isfile(audio):
-        raise FileNotFoundError(f"Audio file not found: '{os.fspath(audio)}'.")
-    return audio, name
-
-
-def decode_audio(audio: Any, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decodes one audio item to a mono float32 waveform `(num_samples,)` at `sampling_rate`.
-
-    Accepts a file path, raw encoded bytes, a datasets audio dict `{"path", "bytes"}` (decoded from
-    the bytes when present) or `{"array", "sampling_rate"}`. Files are read with soundfile (WAV,
-    FLAC, OGG, MP3, ...), multi-channel audio is averaged to mono and other rates are resampled
-    with soxr.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        AudioDecodeError: soundfile cannot decode it, or it holds no samples.
-    """
-    if isinstance(audio, Mapping) and audio.get("array") is not None:
-        name = _audio_name(audio)
-        samples = np.asarray(audio["array"], dtype=np.float32)
-        rate = audio.get("sampling_rate")
-        if samples.ndim != 1 or rate is None:
-            raise AudioDecodeError(
-                f"Audio {name}: an in-memory array must be 1-D (mono) with a 'sampling_rate', got shape "
-                f"{samples.shape} and sampling_rate={rate}."
-            )
-    else:
-        source, name = _open_source(audio)
-        try:
-            samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (samples, channels)
-        except soundfile.SoundFileError as error:
-            raise AudioDecodeError(f"Cannot decode audio '{name}': {error}") from error
-        samples = samples.mean(axis=1)
-    if samples.size == 0:
-        raise AudioDecodeError(f"Audio '{name}' contains no samples.")
-    if rate != sampling_rate:
-        samples = soxr.resample(samples, rate, sampling_rate)
-    return np.ascontiguousarray(samples, dtype=np.float32)
-
-
-def audio_num_samples(audio: Any, sampling_rate: int = SAMPLING_RATE) -> int:
-    """Length of an audio item in samples at `sampling_rate`, read from its header (no decoding).
-
-    Accepts the same items as `decode_audio`; raises the same errors for missing or unreadable files.
-    """
-    if isinstance(audio, Mapping) and audio.get("array") is not None:
-        num_samples, rate = len(audio["array"]), audio["sampling_rate"]
-    else:
-        source, name = _open_source(audio)
-        try:
-            info = soundfile.info(source)
-        except soundfile.SoundFileError as error:
-            raise AudioDecodeError(f"Cannot read the header of audio '{name}': {error}") from error
-        num_samples, rate = info.frames, info.samplerate
-    return round(num_samples * sampling_rate / rate)
+# The data pipeline's name for the package's one decoder (exported as `ctal_hf.decode_audio`).
+decode_audio = load_audio
 
 
 # ------------------------------------------------------------------------------------------ columns
@@ -446,6 +359,7 @@ def add_length_column(
     processor: Any,
     *,
     max_audio_frames: int | None = None,
+    drop_longer: bool = False,
     skip_unreadable: bool = False,
     num_proc: int | None = None,
     column_name: str = "length",
@@ -462,10 +376,17 @@ def add_length_column(
     Args:
         dataset: a normalised dataset (from `load_speech_dataset`).
         processor: a `CTALProcessor` or its feature extractor (gives the sampling rate and frame count).
+        max_audio_frames: the truncation length (default: the feature extractor's `max_frames`, 3000).
+        drop_longer: drop the rows with more than `max_audio_frames` frames instead of keeping them to be
+            truncated. The authors' pre-training code drops utterances over 3000 frames (37.5 s) and only
+            fine-tuning truncates them. For a Dataset a warning gives the number dropped; for a stream
+            each dropped row is logged at info level.
         num_proc: processes for `Dataset.map` (a progress bar shows the work).
     """
     feature_extractor = _feature_extractor(processor)
     max_audio_frames = feature_extractor.max_frames if max_audio_frames is None else max_audio_frames
+    # Negative lengths mark the rows to drop, by reason, so one pass over the files finds both.
+    unreadable, too_long = -1, -2
 
     def frame_counts(audios: list) -> dict[str, list[int]]:
         counts = []
@@ -479,23 +400,37 @@ def add_length_column(
                 if not skip_unreadable:
                     raise
                 logger.warning(f"Skipping unreadable audio: {error}")
-                counts.append(-1)
+                counts.append(unreadable)
                 continue
-            counts.append(min(feature_extractor.num_frames(num_samples), max_audio_frames))
+            num_frames = feature_extractor.num_frames(num_samples)
+            if drop_longer and num_frames > max_audio_frames:
+                logger.info(f"Dropping audio '{_audio_name(audio)}': {num_frames} frames > {max_audio_frames}.")
+                counts.append(too_long)
+            else:
+                counts.append(min(num_frames, max_audio_frames))
         return {column_name: counts}
 
-    def readable(lengths: list[int]) -> list[bool]:
+    def kept(lengths: list[int]) -> list[bool]:
         return [length >= 0 for length in lengths]
 
+    filters = skip_unreadable or drop_longer
     if isinstance(dataset, datasets.IterableDataset):
         dataset = dataset.map(frame_counts, input_columns="audio", batched=True)
-        return dataset.filter(readable, input_columns=column_name, batched=True) if skip_unreadable else dataset
+        return dataset.filter(kept, input_columns=column_name, batched=True) if filters else dataset
     dataset = dataset.map(frame_counts, input_columns="audio", batched=True, num_proc=num_proc, desc="Reading audio lengths")
-    if skip_unreadable:
-        total = len(dataset)
-        dataset = dataset.filter(readable, input_columns=column_name, batched=True, num_proc=num_proc)
-        if len(dataset) < total:
-            logger.warning(f"Skipped {total - len(dataset)} of {total} rows with unreadable audio.")
+    if filters:
+        lengths = dataset.with_format("numpy")[column_name][:]
+        total, dropped = len(lengths), {reason: int((lengths == reason).sum()) for reason in (unreadable, too_long)}
+        if dropped[unreadable]:
+            logger.warning(f"Skipped {dropped[unreadable]} of {total} rows with unreadable audio.")
+        if dropped[too_long]:
+            seconds = max_audio_frames * feature_extractor.hop_length / feature_extractor.sampling_rate
+            logger.warning(
+                f"Dropped {dropped[too_long]} of {total} rows with more than max_audio_frames={max_audio_frames} "
+                f"frames ({seconds:g} s)."
+            )
+        if dropped[unreadable] or dropped[too_long]:
+            dataset = dataset.filter(kept, input_columns=column_name, batched=True, num_proc=num_proc)
     return dataset
 
 

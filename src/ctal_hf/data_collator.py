@@ -62,8 +62,14 @@ class DataCollatorForCTALPretraining:
     so that an utterance shorter than max_segment_length still holds one segment). The utterance
     is cut into floor(n / C) consecutive, non-overlapping segments of exactly C frames; the grid
     starts at a random offset in [0, n mod C] so the leftover frames fall at either end and every
-    frame can be masked. round(mcam_probability * #segments) segments, at least one, are selected
-    without replacement. Each selected segment as a whole is zeroed (`mcam_zero_prob`), replaced
+    frame can be masked. The paper selects 15% of the segments; with S segments and p =
+    `mcam_probability`, floor(p * S) segments are selected, plus one more with probability
+    frac(p * S) (stochastic rounding), without replacement. The expected count is exactly p * S for
+    every S, so the expected masked fraction, p * S * C / n, is p up to the unsegmented leftover for
+    utterances of any length; an utterance holding a single segment is masked with probability p.
+    (Rounding with at least one segment, as before, over-masked short utterances: 58% of a 60-frame
+    utterance and 29% of a 120-frame one on average, against about 14.5% from 400 frames on.)
+    Each selected segment as a whole is zeroed (`mcam_zero_prob`), replaced
     (`mcam_replace_prob`) or kept. A replaced segment receives a contiguous block of C original
     frames from the same utterance that starts anywhere but at the segment's own start: a block,
     not scattered frames, so the replacement has the local smoothness of real speech and cannot be
@@ -285,9 +291,11 @@ class DataCollatorForCTALPretraining:
         upper = lengths.clamp(min=self.min_segment_length, max=self.max_segment_length)
         segment_length = self._draw_segment_lengths(upper, generator)  # (B,)
         num_segments = torch.where(eligible, lengths // segment_length, 0)
-        num_selected = torch.where(
-            num_segments > 0, torch.round(num_segments * self.mcam_probability).long().clamp(min=1), 0
-        )
+        # Stochastic rounding of p * S: unbiased for every S, where rounding biases short utterances.
+        expected_selected = num_segments.to(torch.float64) * self.mcam_probability
+        num_selected = expected_selected.floor().long() + (
+            torch.rand(batch_size, generator=generator, dtype=torch.float64) < expected_selected.frac()
+        ).long()
         leftover = lengths - num_segments * segment_length
         offset = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * (leftover + 1)).long()
 

@@ -12,12 +12,18 @@ dimension to 160." The authors computed them with librosa (section 4.1); this mo
 4. natural log of `mel + log_offset`;
 5. first-order delta over time (librosa's `delta`: Savitzky-Golay, `delta_width` frames, `mode="interp"`);
 6. `[log-mel | delta]` per frame, then per-utterance CMVN over valid frames: `(x - mean_t) / (std_t + cmvn_eps)`.
+
+`load_audio` is the package's one audio decoder (soundfile, channel average, soxr "HQ" resampling, float64): the
+extractor reads file paths with it and the data pipeline (`ctal_hf.data`) reads dataset rows with it, so a file gives
+the same features in training (`CTALFeatureTransform`) as at inference (`processor(audio=path)`).
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -224,8 +230,8 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
                 - a 2-D float array or tensor: ONE multi-channel recording, channels on the shorter axis (at most
                   8, as `(channels, samples)` or `(samples, channels)`), down-mixed by averaging the channels
                   (as `librosa.to_mono`); pass a batch as a list, not as a 2-D array;
-                - a path to an audio file, decoded with soundfile, down-mixed and resampled from the rate in
-                  its header (which wins over `sampling_rate`).
+                - a path to an audio file, decoded by `load_audio` (soundfile, down-mixed, resampled from the rate
+                  in its header, which wins over `sampling_rate`).
                 Integer PCM arrays are rejected: divide int16 samples by 32768 (int32 by 2**31) to get floats in
                 [-1, 1]. Audio shorter than one window (`min_num_samples`, 800 samples = 50 ms by default) and audio
                 with NaN/inf samples are rejected.
@@ -428,8 +434,7 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
 
     def _prepare_one(self, item, index: int, sampling_rate: int | None, device: torch.device) -> torch.Tensor:
         if isinstance(item, (str, os.PathLike)):
-            samples, rate = _read_audio_file(item, index)
-            waveform = torch.from_numpy(samples)
+            waveform, rate = torch.from_numpy(load_audio(item, self.sampling_rate)), self.sampling_rate
         else:
             waveform, rate = _as_float64_tensor(item, index), sampling_rate
             if waveform.ndim == 2:
@@ -445,7 +450,7 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
                 f"Audio {index} contains NaN or infinite samples (first at sample {first}); repair or drop it."
             )
         if rate != self.sampling_rate and waveform.numel() > 0:
-            waveform = torch.from_numpy(soxr.resample(waveform.cpu().numpy(), rate, self.sampling_rate, quality="HQ"))
+            waveform = torch.from_numpy(_resample(waveform.cpu().numpy(), rate, self.sampling_rate))
         if waveform.numel() == 0:
             raise ValueError(f"Audio {index} is empty; drop it or pass at least {self.min_num_samples} samples.")
         if waveform.numel() < self.min_num_samples:
@@ -489,15 +494,115 @@ def _downmix(waveform: torch.Tensor, index: int) -> torch.Tensor:
     return waveform.mean(dim=channel_axis)
 
 
-def _read_audio_file(path: str | os.PathLike, index: int) -> tuple[np.ndarray, int]:
-    """Decode a file with soundfile (any format libsndfile reads) to mono float64 and its own sampling rate."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Audio {index}: no file at {os.fspath(path)!r}.")
-    try:
-        samples, rate = soundfile.read(path, dtype="float64", always_2d=True)  # (samples, channels)
-    except soundfile.LibsndfileError as error:
-        raise ValueError(f"Audio {index}: soundfile cannot decode {os.fspath(path)!r} ({error}).") from error
-    return samples.mean(axis=1), rate
+def _resample(samples: np.ndarray, rate: int, sampling_rate: int) -> np.ndarray:
+    """1-D float64 `samples` from `rate` to `sampling_rate` with soxr "HQ": one resampler for files and arrays."""
+    return soxr.resample(samples, rate, sampling_rate, quality="HQ")
 
 
-__all__ = ["CTALFeatureExtractor"]
+# ------------------------------------------------------------------------------------------- audio files
+
+
+AudioSource = str | os.PathLike | bytes | bytearray | io.IOBase | Mapping[str, Any]
+
+
+class AudioDecodeError(ValueError):
+    """An audio file or buffer that soundfile cannot decode, or that holds no samples."""
+
+
+def _audio_name(source: Any) -> str:
+    """How error messages name an audio source: its path where known."""
+    if isinstance(source, Mapping):
+        return str(source.get("path") or ("<in-memory array>" if source.get("array") is not None else "<in-memory bytes>"))
+    if isinstance(source, (bytes, bytearray)):
+        return "<in-memory bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<file-like object>"))
+
+
+def _open_source(source: Any) -> tuple[Any, str]:
+    """(what soundfile opens, name) for a path, raw bytes, a binary file-like object or a {"path", "bytes"} dict."""
+    if hasattr(source, "read"):
+        return source, _audio_name(source)
+    if not isinstance(source, (Mapping, bytes, bytearray, str, os.PathLike)):
+        raise TypeError(
+            f"Cannot read audio from a {type(source).__name__}; expected a path, bytes, a file-like object, or a "
+            "datasets audio dict."
+        )
+    name = _audio_name(source)
+    if isinstance(source, Mapping):
+        if source.get("bytes") is not None:
+            return io.BytesIO(source["bytes"]), name
+        if not source.get("path"):
+            raise ValueError(
+                f"Audio item has neither 'bytes', 'path' nor 'array' (keys: {sorted(source)}); expected the "
+                "datasets audio dict of an `Audio(decode=False)` column, or {'array', 'sampling_rate'}."
+            )
+        source = source["path"]
+    elif isinstance(source, (bytes, bytearray)):
+        return io.BytesIO(source), name
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"No audio file at '{os.fspath(source)}'.")
+    return source, name
+
+
+def load_audio(source: AudioSource, sampling_rate: int = 16000) -> np.ndarray:
+    """Decodes one audio item to a mono float64 waveform `(num_samples,)` at `sampling_rate`.
+
+    The package's one decoder: `CTALFeatureExtractor` reads file paths with it and `ctal_hf.data` (`decode_audio`,
+    `CTALFeatureTransform`) reads dataset rows with it, so training and inference see the same samples.
+
+    Accepts a file path, raw encoded bytes, a binary file-like object (read from its current position), a datasets
+    audio dict `{"path", "bytes"}` (decoded from the bytes when present), or `{"array", "sampling_rate"}` with a 1-D
+    float array. Encoded audio is read with soundfile (WAV, FLAC, OGG, MP3, ...) in float64 (the precision the
+    features are computed in), channels are averaged to mono (as `librosa.to_mono`), and other rates are resampled
+    with soxr `"HQ"` (as in-memory arrays are by `CTALFeatureExtractor`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        AudioDecodeError: soundfile cannot decode it, it holds no samples, or an in-memory array is not 1-D or has
+            no `sampling_rate`.
+        TypeError: `source` is none of the accepted kinds.
+    """
+    if isinstance(source, Mapping) and source.get("array") is not None:
+        name = _audio_name(source)
+        samples = np.asarray(source["array"], dtype=np.float64)
+        rate = source.get("sampling_rate")
+        if samples.ndim != 1 or rate is None:
+            raise AudioDecodeError(
+                f"Audio '{name}': an in-memory array must be 1-D (mono) with a 'sampling_rate', got shape "
+                f"{samples.shape} and sampling_rate={rate}."
+            )
+    else:
+        opened, name = _open_source(source)
+        try:
+            samples, rate = soundfile.read(opened, dtype="float64", always_2d=True)  # (samples, channels)
+        except soundfile.SoundFileError as error:
+            raise AudioDecodeError(f"soundfile cannot decode audio '{name}' ({error}).") from error
+        samples = samples.mean(axis=1)
+    if samples.size == 0:
+        raise AudioDecodeError(f"Audio '{name}' contains no samples.")
+    if rate != sampling_rate:
+        samples = _resample(samples, rate, sampling_rate)
+    return np.ascontiguousarray(samples)
+
+
+def audio_num_samples(source: AudioSource, sampling_rate: int = 16000) -> int:
+    """Length of an audio item in samples at `sampling_rate`, read from its header (no decoding).
+
+    Accepts the same items as `load_audio` (a file-like object is left after its header); raises the same errors for
+    missing or unreadable files.
+    """
+    if isinstance(source, Mapping) and source.get("array") is not None:
+        num_samples, rate = len(source["array"]), source["sampling_rate"]
+    else:
+        opened, name = _open_source(source)
+        try:
+            info = soundfile.info(opened)
+        except soundfile.SoundFileError as error:
+            raise AudioDecodeError(f"Cannot read the header of audio '{name}': {error}") from error
+        num_samples, rate = info.frames, info.samplerate
+    return round(num_samples * sampling_rate / rate)
+
+
+__all__ = ["AudioDecodeError", "CTALFeatureExtractor", "audio_num_samples", "load_audio"]

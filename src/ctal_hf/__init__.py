@@ -15,6 +15,18 @@ from transformers import (
 )
 
 from .configuration_ctal import CTAL_PRESETS, CTALConfig
+from .data import (
+    AudioDecodeError,
+    CTALFeatureTransform,
+    add_length_column,
+    audio_num_samples,
+    decode_audio,
+    load_librispeech_folder,
+    load_manifest,
+    load_speech_dataset,
+    precompute_features,
+)
+from .data_collator import DataCollatorForCTALPretraining
 from .feature_extraction_ctal import CTALFeatureExtractor
 from .modeling_ctal import (
     CTALForPreTraining,
@@ -32,21 +44,19 @@ from .tokenization_ctal import CTALTokenizer, train_ctal_tokenizer
 __version__ = "0.1.0"
 
 AutoConfig.register("ctal", CTALConfig, exist_ok=True)
-
-# front-end registration (feature extractor, tokenizer, processor)
 AutoFeatureExtractor.register(CTALConfig, CTALFeatureExtractor, exist_ok=True)
 AutoTokenizer.register(CTALConfig, tokenizer_class=CTALTokenizer, exist_ok=True)
 AutoProcessor.register(CTALConfig, CTALProcessor, exist_ok=True)
-# end of front-end registration
-
 AutoModel.register(CTALConfig, CTALModel, exist_ok=True)
 AutoModelForPreTraining.register(CTALConfig, CTALForPreTraining, exist_ok=True)
 AutoModelForSequenceClassification.register(CTALConfig, CTALForSequenceClassification, exist_ok=True)
 
 __all__ = [
     "CTAL_PRESETS",
+    "AudioDecodeError",
     "CTALConfig",
     "CTALFeatureExtractor",
+    "CTALFeatureTransform",
     "CTALForPreTraining",
     "CTALForPreTrainingOutput",
     "CTALForSequenceClassification",
@@ -56,36 +66,13 @@ __all__ = [
     "CTALProcessor",
     "CTALSequenceClassifierOutput",
     "CTALTokenizer",
-    "train_ctal_tokenizer",
-]
-
-# data pipeline exports
-from .data import (  # noqa: E402
-    AudioDecodeError,
-    CTALFeatureTransform,
-    add_length_column,
-    audio_num_samples,
-    decode_audio,
-    load_librispeech_folder,
-    load_manifest,
-    load_speech_dataset,
-    precompute_features,
-)
-from .data_collator import DataCollatorForCTALPretraining  # noqa: E402
-from .demo_corpus import build_demo_corpus  # noqa: E402
-
-
-__all__ += [
-    "AudioDecodeError",
-    "CTALFeatureTransform",
     "DataCollatorForCTALPretraining",
     "add_length_column",
     "audio_num_samples",
-    "build_demo_corpus",
     "decode_audio",
     "load_librispeech_folder",
     "load_manifest",
     "load_speech_dataset",
     "precompute_features",
+    "train_ctal_tokenizer",
 ]
-# end of data pipeline exports

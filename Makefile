@@ -6,7 +6,8 @@ DEMO_DIR ?= outputs/ctal-demo
 
 .PHONY: setup demo test test-slow benchmark clean
 
-# torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+# torch is pinned and installed first, from the machine's local CPU wheel (pip's configured index); an unpinned or
+# later torch requirement would pull a multi-GB CUDA build. Elsewhere add --index-url https://download.pytorch.org/whl/cpu.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -19,7 +20,7 @@ setup: $(VENV)/.installed
 # Main job: pre-train a small CTAL on the embedded (synthesised) demo corpus.
 demo: setup
 	$(BIN)/python examples/run_pretraining.py \
-		--dataset demo --eval_split validation \
+		--dataset demo --train_split train --eval_split validation \
 		--config_name examples/configs/ctal-demo.json \
 		--tokenizer_vocab_size 1000 \
 		--output_dir $(DEMO_DIR) \

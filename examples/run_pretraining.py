@@ -6,7 +6,7 @@ One process (CPU or GPU):
 
 Several GPUs or nodes (DDP; see examples/accelerate/ for DDP and FSDP configs):
     accelerate launch --config_file examples/accelerate/ddp.yaml examples/run_pretraining.py \
-        --dataset /data/LibriSpeech/train-clean-100 --config_name ctal-large --output_dir outputs/ctal-large
+        --dataset /data/LibriSpeech --train_split train-clean-100 --config_name ctal-large --output_dir outputs/ctal-large
 
 `--dataset` takes a manifest (CSV or JSON lines with audio path + text), a LibriSpeech folder in its release layout,
 a `datasets` Hub id with the `openslr/librispeech_asr` schema (add `--streaming` for corpora larger than the disk),
@@ -63,7 +63,7 @@ class ModelArguments:
     tokenizer_vocab_size: int = field(
         default=30000, metadata={"help": "Vocabulary size when the tokenizer is trained on the corpus (paper: 30,000)."}
     )
-    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2 or flex_attention."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa or flex_attention."})
 
 
 @dataclass
@@ -73,7 +73,12 @@ class DataArguments:
         metadata={"help": "Manifest file, LibriSpeech folder, saved dataset folder, Hub dataset id, or 'demo'."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config (e.g. 'clean')."})
-    train_split: str = field(default="train", metadata={"help": "Training split (Hub datasets, e.g. 'train.clean.100')."})
+    train_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to train on: a value of the manifest's split column, a LibriSpeech subfolder "
+                  "(comma-separated for several, e.g. 'train-clean-100,train-clean-360'), or a Hub split "
+                  "('train.clean.100'). Default: the whole source."},
+    )
     eval_split: str | None = field(default=None, metadata={"help": "Evaluation split; none -> --validation_fraction."})
     validation_fraction: float = field(
         default=0.05, metadata={"help": "Share of the training data held out for evaluation when no --eval_split."}

@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import ctal_hf  # noqa: F401  (registers the Auto classes)
 from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALForPreTraining, CTALModel
@@ -120,6 +119,7 @@ def test_demo_corpus_losses_fall(tmp_path):
     corpus = build_demo_corpus(output_dir=tmp_path / "corpus", num_utterances=300)
     out = tmp_path / "run"
     run_pretraining.main(run_args(corpus, ROOT / "examples/configs/ctal-demo.json", out, "--max_steps", "600",
+                                  "--train_split", "train",
                                   "--learning_rate", "1e-3", "--warmup_steps", "50", "--logging_steps", "25",
                                   "--per_device_train_batch_size", "8", "--tokenizer_vocab_size", "1000"))
     history = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
@@ -194,6 +194,7 @@ def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, mo
     # 150 frames = 1.9 s: the demo utterances are 1-4 s long, so some are over the limit.
     run_pretraining.main(run_args(corpus, tiny_config, tmp_path / mode, "--max_steps", "6", "--long_audio", mode,
                                   "--config_overrides", "max_audio_frames=150", "--validation_fraction", "0",
+                                  "--train_split", "train",
                                   "--data_log_dir", str(data_log)))
     dropped = [message for message in warnings if message.startswith("Dropped")]
     seen = set((data_log / "rank-0.txt").read_text().split())

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
-from transformers.utils import logging
 
-
-logger = logging.get_logger(__name__)
 
 # Paper section 4.1: N layers per stack, A heads, hidden size H (FFN 4H as in the original code).
 CTAL_PRESETS: dict[str, dict] = {
     "ctal-base": {"num_hidden_layers": 3, "num_attention_heads": 12, "hidden_size": 768, "intermediate_size": 3072},
     "ctal-large": {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 768, "intermediate_size": 3072},
 }
+
+# The original tokenizer's special tokens: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4.
+SPECIAL_TOKEN_NAMES = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
 
 # Fields each stack (text, audio) has under a `text_` / `audio_` prefix.
 STACK_FIELDS = (
@@ -188,7 +188,7 @@ class CTALConfig(PreTrainedConfig):
         for name in ("vocab_size", "max_position_embeddings", "audio_feature_size", "max_audio_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id"):
+        for name in SPECIAL_TOKEN_NAMES:
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(f"`{name}` ({value}) must be in [0, vocab_size={self.vocab_size}).")

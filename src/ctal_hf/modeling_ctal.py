@@ -68,7 +68,7 @@ class CTALMultiHeadAttention(nn.Module):
         self.key = nn.Linear(kv_hidden_size, sizes.hidden_size)
         self.value = nn.Linear(kv_hidden_size, sizes.hidden_size)
         self.dropout = sizes.attention_probs_dropout_prob
-        # Set explicitly: the SDPA integration treats a module without `is_causal` as causal (v5 trap 1).
+        # Set explicitly: transformers' SDPA integration treats a module without `is_causal` as causal.
         self.is_causal = is_causal
 
     def forward(
@@ -297,7 +297,8 @@ class CTALPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # forward takes no **kwargs: Trainer must not assume the loss is normalised by `num_items_in_batch` (v5 trap 3).
+    # The loss is a per-batch mean: Trainer must not treat it as normalised by `num_items_in_batch` (which would
+    # mis-scale it under gradient accumulation).
     accepts_loss_kwargs = False
 
     @torch.no_grad()
@@ -324,9 +325,9 @@ class CTALModelOutput(ModelOutput):
         text_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): text self-attention
             probabilities per layer, each `(batch_size, heads, text_length, text_length)` (eager attention only).
         audio_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): audio self-attention
-            probabilities per layer, each `(batch_size, heads, audio_frames, audio_frames)`.
+            probabilities per layer, each `(batch_size, heads, audio_frames, audio_frames)` (eager attention only).
         cross_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): audio-to-text attention
-            probabilities per layer, each `(batch_size, heads, audio_frames, text_length)`.
+            probabilities per layer, each `(batch_size, heads, audio_frames, text_length)` (eager attention only).
     """
 
     text_last_hidden_state: torch.FloatTensor | None = None
@@ -392,6 +393,11 @@ class CTALModel(CTALPreTrainedModel):
         )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"`output_attentions=True` needs `attn_implementation='eager'`; with "
+                f"{self.config._attn_implementation!r} the attention tuples hold None."
+            )
 
         text_states = self.text_embeddings(input_ids, inputs_embeds)
         text_mask = create_bidirectional_mask(config=self.config, inputs_embeds=text_states, attention_mask=attention_mask)

@@ -30,7 +30,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from ctal_hf import CTALConfig, CTALForPreTraining
 from ctal_hf.configuration_ctal import CTAL_PRESETS
-from ctal_hf.create import load_tokenizer, parse_override, processor_for_config
+from ctal_hf.create import load_tokenizer, parse_overrides, processor_for_config
 from ctal_hf.data import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
 from ctal_hf.data_collator import DataCollatorForCTALPretraining
 from ctal_hf.demo_corpus import build_demo_corpus
@@ -129,18 +129,14 @@ class PreTrainingArguments(TrainingArguments):
     )
 
 
-def parse_overrides(overrides: str | None) -> dict:
-    """Comma-separated `key=value` pairs (JSON values) of `--config_overrides`."""
-    parsed = dict(parse_override(item) for item in filter(None, (overrides or "").split(",")))
-    unknown = [key for key in parsed if not hasattr(CTALConfig(), key)]
-    if unknown:
-        raise ValueError(f"--config_overrides: {unknown} are not CTALConfig fields.")
-    return parsed
+def config_overrides(overrides: str | None) -> dict:
+    """The comma-separated `key=value` pairs of `--config_overrides`, checked against CTALConfig's fields."""
+    return parse_overrides(filter(None, (overrides or "").split(",")))
 
 
 def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
     """Apply `--config_overrides` to a config (before the model is built from it) and re-validate it."""
-    for key, value in parse_overrides(overrides).items():
+    for key, value in config_overrides(overrides).items():
         setattr(config, key, value)
     config.validate_ctal()
     return config
@@ -252,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         model = CTALForPreTraining.from_pretrained(
             model_args.model_name_or_path,
             attn_implementation=model_args.attn_implementation,
-            **parse_overrides(model_args.config_overrides),
+            **config_overrides(model_args.config_overrides),
         )
         model.config.validate_ctal()
     else:
@@ -308,13 +304,14 @@ def main(argv: list[str] | None = None) -> None:
         trainer.save_metrics("eval", metrics)
 
     if trainer.is_world_process_zero():
+        repo_id = (training_args.hub_model_id or Path(training_args.output_dir).name) if push_to_hub else None
         processor.save_pretrained(training_args.output_dir)
         # The processor in output_dir (and in every checkpoint) now carries the tokenizer: drop the hand-over copy.
         shutil.rmtree(trained_tokenizer_dir, ignore_errors=True)
         write_model_card(training_args.output_dir, config, dataset=data_args.dataset, training_args=training_args,
-                         log_history=trainer.state.log_history)
+                         log_history=trainer.state.log_history, repo_id=repo_id,
+                         base_model=model_args.model_name_or_path)
         if push_to_hub:
-            repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
             push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token,
                                    private=training_args.hub_private_repo)
         logger.info("Saved model, processor and model card to %s", training_args.output_dir)

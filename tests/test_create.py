@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
-from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_override
+from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_overrides
 from ctal_hf.configuration_ctal import CTALConfig
 
 
@@ -51,6 +51,19 @@ def test_cli_with_overrides_and_output_dir(tmp_path, tokenizer_dir, caplog):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["text_hidden_size"] == 32 and config["audio_causal_self_attention"] is True
     assert "RANDOMLY INITIALISED" in caplog.text
+    # The card's snippets load the folder that was written, not the preset's name.
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f'AutoModel.from_pretrained("{tmp_path / "out"}")' in card and '"ctal-base"' not in card
+
+
+def test_cli_rejects_unknown_overrides(tmp_path, tokenizer_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ctal-base", "--tokenizer-dir", str(tokenizer_dir), "--output-dir", str(tmp_path / "out"),
+              "--override", "hiden_size=64"])
+    assert exit_info.value.code == 2 and "['hiden_size']" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="hiden_size"):
+        create_checkpoint("ctal-base", tokenizer_dir, tmp_path / "api", hiden_size=64)
 
 
 def test_cli_help_states_random_weights(capsys):
@@ -59,12 +72,17 @@ def test_cli_help_states_random_weights(capsys):
     assert "RANDOMLY INITIALISED" in capsys.readouterr().out
 
 
-def test_parse_override():
-    assert parse_override("hidden_size=32") == ("hidden_size", 32)
-    assert parse_override("hidden_act=gelu") == ("hidden_act", "gelu")
-    assert parse_override("audio_causal_self_attention=false") == ("audio_causal_self_attention", False)
-    with pytest.raises(Exception, match="key=value"):
-        parse_override("hidden_size")
+def test_parse_overrides():
+    assert parse_overrides(["hidden_size=32", "text_hidden_act=gelu", " audio_causal_self_attention = false"]) == {
+        "hidden_size": 32,  # a shortcut property, not a stored field
+        "text_hidden_act": "gelu",
+        "audio_causal_self_attention": False,
+    }
+    assert parse_overrides([]) == {}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["hidden_size"])
+    with pytest.raises(ValueError, match=r"\['hiden_size', 'num_layers'\]"):
+        parse_overrides(["num_layers=2", "hiden_size=64", "vocab_size=100"])
 
 
 def test_tokenizer_folder_checks(tmp_path, tokenizer_dir):

@@ -15,12 +15,11 @@ from ctal_hf.data import (
     CTALFeatureTransform,
     add_length_column,
     audio_num_samples,
-    decode_audio,
     load_speech_dataset,
     precompute_features,
 )
 from ctal_hf.data_collator import DataCollatorForCTALPretraining
-from ctal_hf.feature_extraction_ctal import CTALFeatureExtractor
+from ctal_hf.feature_extraction_ctal import CTALFeatureExtractor, load_audio
 from ctal_hf.processing_ctal import CTALProcessor
 from ctal_hf.tokenization_ctal import train_ctal_tokenizer
 
@@ -118,7 +117,7 @@ def assert_same_examples(rows, corpus):
         reference = expected[row["id"]]
         assert row["text"] == reference["text"]
         assert int(row["speaker_id"]) == reference["speaker_id"]
-        np.testing.assert_array_equal(decode_audio(row["audio"]), soundfile.read(reference["path"], dtype="float32")[0])
+        np.testing.assert_array_equal(load_audio(row["audio"]), soundfile.read(reference["path"], dtype="float32")[0])
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -193,26 +192,26 @@ def test_decode_resamples_and_downmixes(tmp_path):
     with open(path, "rb") as file:
         for item in (path, str(path), path.read_bytes(), file, {"path": str(path), "bytes": None},
                      {"path": "ignored-when-bytes.wav", "bytes": path.read_bytes()}):
-            waveform = decode_audio(item)
+            waveform = load_audio(item)
             assert waveform.dtype == np.float64 and waveform.ndim == 1
             np.testing.assert_array_equal(waveform, expected)
     assert audio_num_samples(path) == len(expected) == 16000
     low_rate = {"array": left[::6].astype(np.float32), "sampling_rate": 7350}
-    assert len(decode_audio(low_rate)) == audio_num_samples(low_rate) == 16000
+    assert len(load_audio(low_rate)) == audio_num_samples(low_rate) == 16000
 
 
 def test_decode_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere.flac"
     with pytest.raises(FileNotFoundError, match="nowhere.flac"):
-        decode_audio(missing)
+        load_audio(missing)
     corrupt = tmp_path / "corrupt.flac"
     corrupt.write_bytes(b"not audio at all" * 10)
     with pytest.raises(AudioDecodeError, match="corrupt.flac"):
-        decode_audio(corrupt)
+        load_audio(corrupt)
     with pytest.raises(AudioDecodeError, match="corrupt.flac"):
         audio_num_samples({"path": "corrupt.flac", "bytes": corrupt.read_bytes()})
     with pytest.raises(TypeError, match="path, bytes"):
-        decode_audio(3)
+        load_audio(3)
 
 
 # ------------------------------------------------------------------------------- missing / malformed
@@ -292,7 +291,7 @@ def test_transform_outputs_unpadded_features(corpus, processor):
     dataset = load_speech_dataset(root)
     transform = CTALFeatureTransform(processor, keep_columns=("speaker_id",))
     batch = transform(dataset[:])
-    reference = processor(audio=[decode_audio(path) for path in dataset["audio"]], text=dataset["text"],
+    reference = processor(audio=[load_audio(path) for path in dataset["audio"]], text=dataset["text"],
                           sampling_rate=16000, return_tensors="np")
     for index in range(len(dataset)):
         ids = batch["input_ids"][index]

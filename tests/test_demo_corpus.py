@@ -7,7 +7,8 @@ import pytest
 import soundfile
 
 from ctal_hf import demo_corpus
-from ctal_hf.data import decode_audio, load_speech_dataset
+from ctal_hf.data import load_speech_dataset
+from ctal_hf.feature_extraction_ctal import load_audio
 from ctal_hf.demo_corpus import CORPUS_DIR_ENV, build_demo_corpus
 
 
@@ -75,7 +76,7 @@ def test_loads_as_manifest_and_as_librispeech(manifest):
     by_id = {row["id"]: row for row in from_folder}
     for row in from_manifest:
         assert row["text"] == by_id[row["id"]]["text"]
-        np.testing.assert_array_equal(decode_audio(row["audio"]), decode_audio(by_id[row["id"]]["audio"]))
+        np.testing.assert_array_equal(load_audio(row["audio"]), load_audio(by_id[row["id"]]["audio"]))
     validation = [row for row in read_manifest(manifest) if row["split"] == "validation"]
     if validation:
         assert len(load_speech_dataset(manifest, split="validation")) == len(validation)
@@ -108,3 +109,10 @@ def test_cli_help(capsys):
         demo_corpus.main(["--help"])
     assert exit_info.value.code == 0
     assert "--num-utterances" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spelling", ["dashed", "underscored"])
+def test_cli_finds_the_built_corpus(manifest, capsys, spelling):
+    options = ["--output-dir", "--num-utterances"] if spelling == "dashed" else ["--output_dir", "--num_utterances"]
+    demo_corpus.main([options[0], str(manifest.parent.parent), options[1], str(NUM_UTTERANCES)])
+    assert capsys.readouterr().out.strip() == str(manifest)

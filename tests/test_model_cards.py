@@ -61,6 +61,11 @@ def test_committed_card_sections(name):
         "import ctal_hf",
         f'AutoModel.from_pretrained("ctal-hf/{name}")',
         "CTALForSequenceClassification.from_pretrained",
+        "labels = torch.tensor([0])",
+        "follow the paper's sizes",
+        "named, and compared with the paper, by the number of layers it has",
+        "not a measurement of these weights",
+        "the MLM decoder was checked to be the word embeddings",
         "how the checkpoint was converted",
         "ctal-convert-original",
         "## Paper vs. released code",
@@ -92,11 +97,47 @@ def test_random_and_pretrained_cards_claim_no_results(tmp_path):
     )
     metadata, body = split_card(path.read_text(encoding="utf-8"))
     assert "model-index" not in metadata and metadata["datasets"] == ["openslr/librispeech_asr"]
+    assert "base_model" not in metadata and "Pre-trained from scratch" in body
     assert "# ctal-demo" in body and "| learning_rate | 5e-05 |" in body
     assert "| loss (step 200) | 7.5 |" in body and "| eval_loss (step 200) | 7.9 |" in body and "runtime" not in body
     # A local or demo corpus is described in the text, not put into the Hub metadata.
     metadata, _ = split_card(render_model_card(config, model_name="x", dataset="demo"))
     assert "datasets" not in metadata
+
+
+def test_snippets_load_the_output_dir_as_given_or_the_hub_repository(tmp_path, monkeypatch):
+    config = CTALConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    monkeypatch.chdir(tmp_path)
+    _, body = split_card(write_model_card("outputs/ctal-demo", config).read_text(encoding="utf-8"))
+    assert "# ctal-demo" in body
+    assert 'AutoModel.from_pretrained("outputs/ctal-demo")' in body and '"ctal-demo"' not in body
+    assert 'CTALForSequenceClassification.from_pretrained("outputs/ctal-demo", num_labels=4)' in body
+    _, body = split_card(write_model_card("outputs/ctal-demo", config, repo_id="me/ctal-demo").read_text())
+    assert 'AutoModel.from_pretrained("me/ctal-demo")' in body and '"outputs/ctal-demo"' not in body
+
+
+def test_continued_pretraining_names_its_base_model(tmp_path):
+    config = CTALConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    args = SimpleNamespace(learning_rate=5e-5, max_steps=10)
+    metadata, body = split_card(
+        write_model_card(tmp_path / "out", config, training_args=args, base_model="ctal-hf/ctal-base").read_text()
+    )
+    assert metadata["base_model"] == "ctal-hf/ctal-base"
+    assert "Continued pre-training from `ctal-hf/ctal-base`" in body and "from scratch" not in body
+    # A local folder is named in the text only: the Hub metadata takes repository ids.
+    metadata, body = split_card(
+        write_model_card(tmp_path / "again", config, training_args=args, base_model=str(tmp_path / "out")).read_text()
+    )
+    assert "base_model" not in metadata and f"Continued pre-training from `{tmp_path / 'out'}`" in body
+
+
+def test_converted_card_describes_the_conversion_settings():
+    config = CTALConfig.from_preset("ctal-base", audio_causal_self_attention=False, tie_word_embeddings=False)
+    _, body = split_card(render_model_card(config, model_name="ctal-base", weights="converted"))
+    assert "--no-audio_causal_self_attention --verify" in body
+    assert "`audio_causal_self_attention=False` (converted with `--no-audio_causal_self_attention`)" in body
+    assert "because the released code's audio stack was causal" not in body
+    assert "kept as a weight of its own (`tie_word_embeddings=False`)" in body and "stays tied" not in body
 
 
 def test_template_rejects_unknown_options():

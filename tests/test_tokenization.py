@@ -180,8 +180,9 @@ def test_cli(corpus, tmp_path, capsys, monkeypatch):
     (tmp_path / "a.txt").write_text("\n".join(corpus[:150]), encoding="utf-8")
     (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[150:]), encoding="utf-8")
     output = tmp_path / "tokenizer"
+    # The underscored spelling of the other commands works as well as the dashed one.
     assert (
-        main([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"), "--vocab-size", "300", "--output-dir", str(output)])
+        main([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"), "--vocab_size", "300", "--output_dir", str(output)])
         == 0
     )
     assert "Saved a CTAL tokenizer" in capsys.readouterr().out

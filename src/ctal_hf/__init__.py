@@ -20,14 +20,13 @@ from .data import (
     CTALFeatureTransform,
     add_length_column,
     audio_num_samples,
-    decode_audio,
     load_librispeech_folder,
     load_manifest,
     load_speech_dataset,
     precompute_features,
 )
 from .data_collator import DataCollatorForCTALPretraining
-from .feature_extraction_ctal import CTALFeatureExtractor
+from .feature_extraction_ctal import CTALFeatureExtractor, load_audio
 from .modeling_ctal import (
     CTALForPreTraining,
     CTALForPreTrainingOutput,
@@ -69,7 +68,7 @@ __all__ = [
     "DataCollatorForCTALPretraining",
     "add_length_column",
     "audio_num_samples",
-    "decode_audio",
+    "load_audio",
     "load_librispeech_folder",
     "load_manifest",
     "load_speech_dataset",

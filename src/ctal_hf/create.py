@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from .configuration_ctal import CTAL_PRESETS, CTALConfig
+from .configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig
 from .feature_extraction_ctal import CTALFeatureExtractor
 from .model_card import write_model_card
 from .modeling_ctal import CTALForPreTraining
@@ -28,10 +30,6 @@ from .tokenization_ctal import CTALTokenizer
 
 
 logger = hf_logging.get_logger(__name__)
-
-# Config ids that must agree with the tokenizer's special tokens.
-SPECIAL_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
-
 
 def load_tokenizer(tokenizer_dir: str | Path) -> CTALTokenizer:
     """A `CTALTokenizer` from a folder holding the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer
@@ -62,7 +60,8 @@ def processor_for_config(tokenizer: CTALTokenizer, config: CTALConfig) -> CTALPr
             f"The tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} "
             "word embeddings (`vocab_size`)."
         )
-    for name in SPECIAL_TOKEN_IDS:
+    # The config's special ids must agree with the tokenizer's.
+    for name in SPECIAL_TOKEN_NAMES:
         if getattr(tokenizer, name) != getattr(config, name):
             raise ValueError(
                 f"The tokenizer's {name} is {getattr(tokenizer, name)} but the model's is {getattr(config, name)}."
@@ -76,15 +75,33 @@ def processor_for_config(tokenizer: CTALTokenizer, config: CTALConfig) -> CTALPr
     return CTALProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """`key=value` with `value` read as JSON when possible (`3`, `0.1`, `true`), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"Overrides are key=value, got {text!r}.")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+def _check_config_keys(keys: Iterable[str]) -> None:
+    """Raise a `ValueError` listing the keys that are neither `CTALConfig` fields nor its shortcut properties
+    (`hidden_size`, ...): the config would store a misspelt key as an inert attribute and keep the default size."""
+    defaults = CTALConfig()
+    unknown = sorted(key for key in keys if not hasattr(defaults, key))
+    if unknown:
+        raise ValueError(
+            f"Unknown config override(s) {unknown}: not CTALConfig fields (e.g. hidden_size, text_num_hidden_layers, "
+            "audio_causal_self_attention; see `CTALConfig`)."
+        )
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Config overrides from `key=value` items, each value read as JSON when possible (`3`, `0.1`, `true`), else as a
+    string. Raises a `ValueError` for an item without `=` and one listing the keys that are neither `CTALConfig`
+    fields nor its shortcut properties (`hidden_size`, ...)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise ValueError(f"Overrides are key=value, got {item!r}.")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    _check_config_keys(overrides)
+    return overrides
 
 
 def create_checkpoint(
@@ -98,6 +115,7 @@ def create_checkpoint(
     """Write `preset` (`"ctal-base"` / `"ctal-large"`, config fields overridable) with random weights
     (`CTALForPreTraining`, seeded), the processor built from `tokenizer_dir` and a model card into `output_dir`
     (default: `./<preset>`). Returns the folder."""
+    _check_config_keys(overrides)
     config = CTALConfig.from_preset(preset, **overrides)
     processor = build_processor(tokenizer_dir, config)
     output_dir = Path(output_dir or preset)
@@ -122,24 +140,29 @@ def main(argv: list[str] | None = None) -> None:
         "from_pretrained('<preset>') loads it from the working directory. Not a pre-trained model.",
     )
     parser.add_argument("preset", choices=sorted(CTAL_PRESETS))
-    parser.add_argument("--output_dir", help="folder to write (default: ./<preset>)")
+    # Underscored and dashed spellings both work, whichever style a user types from the other commands.
+    parser.add_argument("--output_dir", "--output-dir", help="folder to write (default: ./<preset>)")
     parser.add_argument(
         "--tokenizer_dir",
+        "--tokenizer-dir",
         required=True,
         help="folder with the original vocab.json + merges.txt, or a saved CTAL tokenizer/processor",
     )
     parser.add_argument(
         "--override",
         action="append",
-        type=parse_override,
         default=[],
         metavar="KEY=VALUE",
         help="config field to change, repeatable (e.g. --override audio_causal_self_attention=true)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.override)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    create_checkpoint(args.preset, args.tokenizer_dir, args.output_dir, seed=args.seed, **dict(args.override))
+    create_checkpoint(args.preset, args.tokenizer_dir, args.output_dir, seed=args.seed, **overrides)
 
 
 if __name__ == "__main__":

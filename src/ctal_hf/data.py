@@ -18,11 +18,10 @@ the `datasets` audio dict `{"path", "bytes"}` or `{"array", "sampling_rate"}` fo
 whichever of `speaker_id`, `label`, `split`, `id`, `chapter_id`, ... the source has.
 
 The `Audio` feature of datasets 5 decodes only through torchcodec, which is unavailable on many
-machines, so audio columns are kept undecoded (`Audio(decode=False)`) and `decode_audio` reads
-them: it is `ctal_hf.feature_extraction_ctal.load_audio`, the decoder `CTALFeatureExtractor` uses for
-file paths, so the features of a file are the same through `CTALFeatureTransform` (training) and
-`processor(audio=path)` (inference). It returns float64 (before, a decoder of its own here
-returned float32, which rounds float and double-precision files).
+machines, so audio columns are kept undecoded (`Audio(decode=False)`) and `load_audio` reads
+them: the decoder `CTALFeatureExtractor` uses for file paths, so the features of a file are the
+same through `CTALFeatureTransform` (training) and `processor(audio=path)` (inference). It returns
+float64, so float and double-precision files keep their precision.
 
 `CTALFeatureTransform` turns batches of such rows into model inputs with a `CTALProcessor`
 (`input_ids`, `audio_features` and `length` = number of audio frames), on the fly
@@ -68,10 +67,6 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_COLUMNS = ("audio", "text")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
-
-
-# The data pipeline's name for the package's one decoder (exported as `ctal_hf.decode_audio`).
-decode_audio = load_audio
 
 
 # ------------------------------------------------------------------------------------------ columns
@@ -344,14 +339,30 @@ def _feature_extractor(processor_or_feature_extractor: Any) -> Any:
     return getattr(processor_or_feature_extractor, "feature_extractor", processor_or_feature_extractor)
 
 
-def _unusable_reason(num_samples: int, feature_extractor: Any) -> str | None:
-    """Why audio of this length cannot be featurised, or None."""
-    if num_samples < feature_extractor.min_num_samples:
-        return (
-            f"{num_samples} samples, shorter than one analysis window ({feature_extractor.min_num_samples} samples at "
-            f"{feature_extractor.sampling_rate} Hz)"
-        )
-    return None
+def _read_usable_audio(
+    audio: Any, feature_extractor: Any, *, decode: bool, skip_unreadable: bool
+) -> np.ndarray | int | None:
+    """The waveform (`decode=True`) or the number of samples (`decode=False`, from the header) of `audio` at the
+    feature extractor's rate. Audio that is missing, undecodable or shorter than one analysis window raises an error
+    naming it, or with `skip_unreadable` gives `None` with a warning."""
+    rate = feature_extractor.sampling_rate
+    try:
+        if decode:
+            result = load_audio(audio, rate)
+            num_samples = len(result)
+        else:
+            result = num_samples = audio_num_samples(audio, rate)
+        if num_samples < feature_extractor.min_num_samples:
+            raise AudioDecodeError(
+                f"Audio '{_audio_name(audio)}' is unusable: {num_samples} samples, shorter than one analysis window "
+                f"({feature_extractor.min_num_samples} samples at {rate} Hz)."
+            )
+    except (FileNotFoundError, AudioDecodeError) as error:
+        if not skip_unreadable:
+            raise
+        logger.warning(f"Skipping unreadable audio: {error}")
+        return None
+    return result
 
 
 def add_length_column(
@@ -391,15 +402,8 @@ def add_length_column(
     def frame_counts(audios: list) -> dict[str, list[int]]:
         counts = []
         for audio in audios:
-            try:
-                num_samples = audio_num_samples(audio, feature_extractor.sampling_rate)
-                reason = _unusable_reason(num_samples, feature_extractor)
-                if reason is not None:
-                    raise AudioDecodeError(f"Audio '{_audio_name(audio)}' is unusable: {reason}.")
-            except (FileNotFoundError, AudioDecodeError) as error:
-                if not skip_unreadable:
-                    raise
-                logger.warning(f"Skipping unreadable audio: {error}")
+            num_samples = _read_usable_audio(audio, feature_extractor, decode=False, skip_unreadable=skip_unreadable)
+            if num_samples is None:
                 counts.append(unreadable)
                 continue
             num_frames = feature_extractor.num_frames(num_samples)
@@ -448,7 +452,7 @@ class CTALFeatureTransform:
     Use it as a batched function: `dataset.with_transform(transform)`,
     `iterable_dataset.map(transform, batched=True, remove_columns=[...])`,
     `DataCollatorForCTALPretraining(feature_transform=transform)`, or `precompute_features`.
-    Audio is decoded with `decode_audio`; a missing, undecodable or too short file raises an error
+    Audio is decoded with `load_audio`; a missing, undecodable or too short file raises an error
     naming it, or with `skip_unreadable=True` its row is dropped from the batch with a warning (a
     batch can then come out smaller; `Dataset.map(batched=True)` and the collator handle that, but
     indexing one row of a `with_transform` dataset cannot, so remove such files beforehand with
@@ -491,18 +495,10 @@ class CTALFeatureTransform:
         feature_extractor = _feature_extractor(self.processor)
         rows, waveforms = [], []
         for row, audio in enumerate(batch["audio"]):
-            try:
-                waveform = decode_audio(audio, feature_extractor.sampling_rate)
-                reason = _unusable_reason(len(waveform), feature_extractor)
-                if reason is not None:
-                    raise AudioDecodeError(f"Audio '{_audio_name(audio)}' is unusable: {reason}.")
-            except (FileNotFoundError, AudioDecodeError) as error:
-                if not self.skip_unreadable:
-                    raise
-                logger.warning(f"Skipping unreadable audio: {error}")
-                continue
-            rows.append(row)
-            waveforms.append(waveform)
+            waveform = _read_usable_audio(audio, feature_extractor, decode=True, skip_unreadable=self.skip_unreadable)
+            if waveform is not None:
+                rows.append(row)
+                waveforms.append(waveform)
         output: dict[str, list] = {column: [] for column in self.output_columns}
         if not rows:
             return output

@@ -67,8 +67,6 @@ class DataCollatorForCTALPretraining:
     frac(p * S) (stochastic rounding), without replacement. The expected count is exactly p * S for
     every S, so the expected masked fraction, p * S * C / n, is p up to the unsegmented leftover for
     utterances of any length; an utterance holding a single segment is masked with probability p.
-    (Rounding with at least one segment, as before, over-masked short utterances: 58% of a 60-frame
-    utterance and 29% of a 120-frame one on average, against about 14.5% from 400 frames on.)
     Each selected segment as a whole is zeroed (`mcam_zero_prob`), replaced
     (`mcam_replace_prob`) or kept. A replaced segment receives a contiguous block of C original
     frames from the same utterance that starts anywhere but at the segment's own start: a block,
@@ -76,7 +74,7 @@ class DataCollatorForCTALPretraining:
     spotted from discontinuities alone. An utterance that is exactly one segment long has no other
     block, so its "replaced" segment keeps its own frames.
 
-    MCAM, `mcam_mode="per_frame"` (the authors' released code, see docs/original-ctal-code.md):
+    MCAM, `mcam_mode="per_frame"` (the authors' released code):
     C ~ U{min_segment_length..max_segment_length} per utterance, round(n * mcam_probability / C)
     segment starts drawn without replacement from [0, n - C) (segments may overlap), and the
     zero / replace / keep choice is made per FRAME, a replaced frame taking the value of a random

@@ -305,9 +305,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m ctal_hf.demo_corpus",
         description="Build (or find) the synthetic espeak-ng demo corpus and print the path of its manifest.",
     )
-    parser.add_argument("--output-dir", default=None,
+    # Underscored and dashed spellings both work, whichever style a user types from the other commands.
+    parser.add_argument("--output-dir", "--output_dir", default=None,
                         help=f"root folder of the corpus (default: ${CORPUS_DIR_ENV}, else {DEFAULT_ROOT})")
-    parser.add_argument("--num-utterances", type=int, default=300, help="number of utterances (default: 300)")
+    parser.add_argument("--num-utterances", "--num_utterances", type=int, default=300,
+                        help="number of utterances (default: 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sentence generator (default: 0)")
     parser.add_argument("--synthesis-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

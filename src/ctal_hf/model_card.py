@@ -111,15 +111,6 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
                    "EER": 0.0155},
 }
 
-# Provenance of the published cards' weights (`render_published_card`).
-PUBLISHED_SOURCES = {
-    "ctal-base": f"the CTAL-Base checkpoint the authors link from the README of {ORIGINAL_CODE_URL}",
-    "ctal-large": (
-        "a CTAL-Large checkpoint in the authors' format (their README announces CTAL-Large but gives no download link "
-        "at the time of writing)"
-    ),
-}
-
 # TrainingArguments fields shown in the card of a pre-training run.
 TRAINING_FIELDS = (
     "learning_rate",
@@ -164,11 +155,24 @@ def _eval_results(model_name: str) -> list[EvalResult]:
     ]
 
 
-def _hub_dataset_id(dataset: str | None) -> str | None:
-    """`dataset` when it names a Hub dataset (not the demo corpus or a local path), for the YAML `datasets` field."""
-    if dataset is None or dataset == "demo" or Path(dataset).exists():
+def _hub_id(name: str | None) -> str | None:
+    """`name` when it reads as a Hub repository id rather than a local path, for the YAML `datasets` / `base_model`."""
+    if name is None or Path(name).exists():
         return None
-    return dataset if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset) else None
+    return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) else None
+
+
+def _paper_name(preset: str) -> str:
+    """How the paper writes a preset's size: `"ctal-base"` -> `"CTAL_BASE"`."""
+    return preset.upper().replace("-", "_")
+
+
+def _paper_sizes() -> str:
+    return " and ".join(
+        f"`{name}` = {_paper_name(name)} (N={size['num_hidden_layers']}, A={size['num_attention_heads']}, "
+        f"H={size['hidden_size']})"
+        for name, size in CTAL_PRESETS.items()
+    )
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -197,6 +201,8 @@ def _architecture(config: CTALConfig) -> str:
         [
             _table(("stack", "layers N", "heads A", "hidden H", "FFN"), rows),
             "",
+            f"The presets of `ctal_hf` follow the paper's sizes (section 4.1): {_paper_sizes()}.",
+            "",
             f"- vocabulary: {config.vocab_size:,} byte-level BPE tokens; at most "
             f"{config.max_position_embeddings} tokens per text (with `<s>` and `</s>`);",
             f"- audio: {config.audio_feature_size}-dimensional frames (80 log-mel + 80 delta, per-utterance CMVN, "
@@ -212,10 +218,12 @@ def _architecture(config: CTALConfig) -> str:
 
 
 def _weights_section(
+    config: CTALConfig,
     kind: str,
     model_name: str,
     source: str | None,
     dataset: str | None,
+    base_model: str | None,
     training_details: Mapping[str, Any] | None,
     training_results: Mapping[str, Any] | None,
 ) -> str:
@@ -227,15 +235,29 @@ def _weights_section(
             "extraction or fine-tuning expecting pre-trained behaviour."
         )
     if kind == "converted":
+        attention_flag = "" if config.audio_causal_self_attention else " --no-audio_causal_self_attention"
+        attention = (
+            "`audio_causal_self_attention=True`, because the released code's audio stack was causal;"
+            if config.audio_causal_self_attention
+            else "`audio_causal_self_attention=False` (converted with `--no-audio_causal_self_attention`): the "
+            "paper's bidirectional attention, which the original weights were not trained with, so these weights "
+            "compute a different function than the original checkpoint did;"
+        )
+        decoder = (
+            "the MLM decoder was checked to be the word embeddings, as RoBERTa ties them, and stays tied"
+            if config.tie_word_embeddings
+            else "the MLM decoder differs from the word embeddings in this checkpoint, so it is kept as a weight of "
+            "its own (`tie_word_embeddings=False`)"
+        )
         return "\n".join(
             [
                 "## Weights: how the checkpoint was converted",
                 "",
-                f"Converted from {source or 'a checkpoint of the original code'} with the converter of this package:",
+                f"Converted with the converter of this package from {source or 'a checkpoint of the original code'}:",
                 "",
                 "```bash",
                 f"ctal-convert-original states-<step>.ckpt {model_name} \\",
-                "    --tokenizer_dir tokenizer/libri-roberta_train-960 --verify",
+                f"    --tokenizer_dir tokenizer/libri-roberta_train-960{attention_flag} --verify",
                 "```",
                 "",
                 "- the file is read without executing code from it (a restricted unpickler stands in for the optimizer "
@@ -246,9 +268,12 @@ def _weights_section(
                 "padding-offset rows (positions start at 0 here) and the token-type row 0, which the original adds to "
                 "every token and frame, is folded into the text and audio position tables (exact: "
                 "`word + pos + type0 = word + (pos + type0)`);",
-                "- the MLM and MCAM heads are kept (`CTALForPreTraining` loads them); the MLM decoder is checked to be "
-                "the word embeddings, as RoBERTa ties them;",
-                "- `audio_causal_self_attention=True`, because the released code's audio stack was causal;",
+                f"- the MLM and MCAM heads are kept (`CTALForPreTraining` loads them); {decoder};",
+                f"- {attention}",
+                "- the size is the checkpoint's actual depth (see \"Architecture\"): the training yamls of the "
+                "released code name their sizes differently from the paper (their `base` yaml has 6 layers per "
+                "stack, their `large` 12), so a converted checkpoint is named, and compared with the paper, by the "
+                "number of layers it has, not by the name of the yaml it was trained with;",
                 "- the tokenizer is the authors' `vocab.json` / `merges.txt` with their text normalisation built in, "
                 "the feature extractor reproduces their recipe.",
                 "",
@@ -257,10 +282,11 @@ def _weights_section(
                 "1e-5).",
             ]
         )
+    start = f"Continued pre-training from `{base_model}`" if base_model else "Pre-trained from scratch"
     lines = [
         "## Weights: pre-training",
         "",
-        "Pre-trained from scratch with `examples/run_pretraining.py` of `ctal_hf` (MLM + MCAM, paper section 3.2)"
+        f"{start} with `examples/run_pretraining.py` of `ctal_hf` (MLM + MCAM, paper section 3.2)"
         + (f" on `{dataset}`." if dataset else "."),
     ]
     if training_details:
@@ -286,8 +312,10 @@ def _results_section(paper_results: str | None) -> str:
         [
             "## Results reported by the paper",
             "",
-            f"**As reported by the paper for {paper_results.upper().replace('-', '_')}; not verified by `ctal_hf`.** "
-            "The paper fine-tunes with the fusion head and orthogonal loss of section 3.3 "
+            f"**As reported by the paper for {_paper_name(paper_results)} "
+            f"(N={CTAL_PRESETS[paper_results]['num_hidden_layers']} layers per stack, the depth of these weights); "
+            "not verified by `ctal_hf`.** They are the paper's results for a model of this size, not a measurement "
+            "of these weights. The paper fine-tunes with the fusion head and orthogonal loss of section 3.3 "
             "(`CTALForSequenceClassification`).",
             "",
             _table(("task", "dataset", "metric", "value", "source"), rows),
@@ -303,6 +331,7 @@ def render_model_card(
     weights: str = "pretrained",
     source: str | None = None,
     dataset: str | None = None,
+    base_model: str | None = None,
     training_details: Mapping[str, Any] | None = None,
     training_results: Mapping[str, Any] | None = None,
     paper_results: str | None = None,
@@ -317,6 +346,8 @@ def render_model_card(
             `"random"` (`python -m ctal_hf.create`).
         source: for converted weights, which original checkpoint (markdown).
         dataset: for pre-trained weights, the training data (a Hub id also goes into the YAML `datasets`).
+        base_model: for pre-trained weights, the checkpoint pre-training continued from (`None`: from scratch; a Hub
+            id also goes into the YAML `base_model`).
         training_details: hyper-parameters shown as a table.
         training_results: final metrics shown as a table.
         paper_results: `"ctal-base"` or `"ctal-large"` to attach that row of the paper's Tables 1-3 as `model-index`
@@ -328,7 +359,8 @@ def render_model_card(
         raise ValueError(f"`paper_results` must be one of {sorted(PAPER_RESULTS)}, got {paper_results!r}.")
     repo_id = repo_id or model_name
     if weights == "pretrained":
-        datasets = [_hub_dataset_id(dataset)] if _hub_dataset_id(dataset) else None
+        # "demo" is the package's synthetic corpus, not a Hub dataset.
+        datasets = [dataset] if dataset != "demo" and _hub_id(dataset) else None
     else:
         datasets = ["librispeech_asr"] if weights == "converted" else None
     metadata = ModelCardData(
@@ -338,6 +370,7 @@ def render_model_card(
         pipeline_tag="feature-extraction",
         tags=TAGS + (["random-weights"] if weights == "random" else []),
         datasets=datasets,
+        base_model=_hub_id(base_model) if weights == "pretrained" else None,
         model_name=model_name,
         eval_results=_eval_results(paper_results) if paper_results else None,
     )
@@ -354,7 +387,7 @@ audio-and-language tasks such as emotion recognition, sentiment analysis and spe
 
 {_architecture(config)}
 
-{_weights_section(weights, model_name, source, dataset, training_details, training_results)}
+{_weights_section(config, weights, model_name, source, dataset, base_model, training_details, training_results)}
 
 ## Intended uses and limitations
 
@@ -390,9 +423,11 @@ outputs.audio_last_hidden_state  # (batch, frames, {config.audio_hidden_size}), 
 Fine-tuning with the paper's head (attention + max pooling, fusion, orthogonal loss; section 3.3):
 
 ```python
+import torch
 from ctal_hf import CTALForSequenceClassification
 
 model = CTALForSequenceClassification.from_pretrained("{repo_id}", num_labels=4)  # num_labels=1: regression (L1)
+labels = torch.tensor([0])  # one class index per utterance (a float score per utterance when num_labels=1)
 loss = model(**inputs, labels=labels).loss
 ```
 
@@ -430,17 +465,23 @@ def write_model_card(
     config: CTALConfig,
     *,
     model_name: str | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
     dataset: str | None = None,
     training_args: Any | None = None,
     log_history: Sequence[Mapping[str, Any]] | None = None,
     **render_kwargs,
 ) -> Path:
-    """Write `README.md` into `output_dir` and return its path. `model_name` defaults to the folder name; with a
-    Trainer's `training_args` (and `log_history`) the card describes a pre-training run (`weights="pretrained"`).
-    Other keyword arguments go to `render_model_card`."""
+    """Write `README.md` into `output_dir` and return its path.
+
+    `model_name` (the title) defaults to the folder name. The usage snippets load `repo_id` (the Hub repository the
+    folder is pushed to), else `output_dir` as given, so that they work from where the folder was written. With a
+    Trainer's `training_args` (and `log_history`) the card describes a pre-training run (`weights="pretrained"`),
+    continued from `base_model` when given. Other keyword arguments go to `render_model_card`.
+    """
+    snippet_path = repo_id or str(output_dir)
     output_dir = Path(output_dir)
     if training_args is not None:
-        render_kwargs.setdefault("repo_id", getattr(training_args, "hub_model_id", None))
         render_kwargs["training_details"] = {
             # Enum fields (e.g. lr_scheduler_type) read better as their value.
             field: getattr(getattr(training_args, field), "value", getattr(training_args, field))
@@ -458,7 +499,14 @@ def write_model_card(
                 kept = {key: value for key, value in last.items() if not _LOG_NOISE.search(key)}
                 results.update({f"{key} (step {step})": value for key, value in kept.items()})
         render_kwargs["training_results"] = results
-    card = render_model_card(config, model_name=model_name or output_dir.name, dataset=dataset, **render_kwargs)
+    card = render_model_card(
+        config,
+        model_name=model_name or output_dir.name,
+        repo_id=snippet_path,
+        base_model=base_model,
+        dataset=dataset,
+        **render_kwargs,
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "README.md"
     path.write_text(card, encoding="utf-8")
@@ -466,8 +514,8 @@ def write_model_card(
 
 
 def render_published_card(name: str) -> str:
-    """The committed Hub card of a paper preset (`"ctal-base"` or `"ctal-large"`): converted original weights, so
-    causal audio attention and the paper's results in `model-index`."""
+    """The committed Hub card of a paper preset (`"ctal-base"` or `"ctal-large"`): converted original weights of that
+    paper size, so causal audio attention and the paper's results for that size in `model-index`."""
     # As the converter leaves it: RoBERTa's 512-row text position table minus its two padding-offset rows.
     config = CTALConfig.from_preset(name, audio_causal_self_attention=True, max_position_embeddings=510)
     return render_model_card(
@@ -475,14 +523,18 @@ def render_published_card(name: str) -> str:
         model_name=name,
         repo_id=f"{HUB_ORGANIZATION}/{name}",
         weights="converted",
-        source=PUBLISHED_SOURCES[name],
+        source=f"a checkpoint of the authors' code ({ORIGINAL_CODE_URL}) with "
+        f"N={CTAL_PRESETS[name]['num_hidden_layers']} layers per stack, the paper's {_paper_name(name)} size",
         paper_results=name,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Re-render the committed model cards of the paper presets.")
-    parser.add_argument("--output_dir", default="model_cards", help="folder holding <preset>/README.md")
+    # Underscored and dashed spellings both work, whichever style a user types from the other commands.
+    parser.add_argument(
+        "--output_dir", "--output-dir", default="model_cards", help="folder holding <preset>/README.md"
+    )
     args = parser.parse_args(argv)
     for name in CTAL_PRESETS:
         path = Path(args.output_dir) / name / "README.md"

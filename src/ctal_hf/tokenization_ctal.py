@@ -256,9 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--column", default="text", help="transcript column of manifests and --dataset (default: text)"
     )
-    parser.add_argument("--vocab-size", type=int, default=30000, help="vocabulary size (default: 30000)")
-    parser.add_argument("--min-frequency", type=int, default=2, help="minimum count of a merge (default: 2)")
-    parser.add_argument("--output-dir", required=True, help="folder to save the tokenizer in")
+    # Underscored and dashed spellings both work, whichever style a user types from the other commands.
+    parser.add_argument(
+        "--vocab-size", "--vocab_size", type=int, default=30000, help="vocabulary size (default: 30000)"
+    )
+    parser.add_argument(
+        "--min-frequency", "--min_frequency", type=int, default=2, help="minimum count of a merge (default: 2)"
+    )
+    parser.add_argument("--output-dir", "--output_dir", required=True, help="folder to save the tokenizer in")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and args.dataset is None:

@@ -17,7 +17,6 @@ transcripts first, as the paper did.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
@@ -81,7 +81,9 @@ class DataArguments:
     )
     eval_split: str | None = field(default=None, metadata={"help": "Evaluation split; none -> --validation_fraction."})
     validation_fraction: float = field(
-        default=0.05, metadata={"help": "Share of the training data held out for evaluation when no --eval_split."}
+        default=0.05,
+        metadata={"help": "Share of the training data held out for evaluation (with --eval_strategy) when no "
+                  "--eval_split."},
     )
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (requires --max_steps)."})
     precompute_features: bool = field(
@@ -148,23 +150,22 @@ def build_config(model_args: ModelArguments, vocab_size: int) -> CTALConfig:
         raise ValueError("Pass --model_name_or_path to continue pre-training, or --config_name to start from scratch.")
     if name in CTAL_PRESETS:
         config = CTALConfig.from_preset(name, vocab_size=vocab_size)
-    elif os.path.isfile(name):
-        values = json.loads(Path(name).read_text())
-        values.pop("model_type", None)
-        config = CTALConfig(**{**values, "vocab_size": vocab_size})
-    elif os.path.isdir(name):
+    elif os.path.exists(name):  # a config JSON file, or a folder holding config.json
         config = CTALConfig.from_pretrained(name, vocab_size=vocab_size)
     else:
         raise ValueError(f"--config_name {name!r} is neither a preset ({', '.join(CTAL_PRESETS)}), a JSON file nor a folder.")
     return apply_overrides(config, model_args.config_overrides)
 
 
-def load_splits(data_args: DataArguments, source: str, seed: int):
-    """(train, eval) raw datasets: `--eval_split` if given, else a `--validation_fraction` hold-out."""
+def load_splits(data_args: DataArguments, source: str, seed: int, evaluate: bool):
+    """(train, eval) raw datasets; with `evaluate`, eval is `--eval_split` if given, else a `--validation_fraction`
+    hold-out of the training data (without `evaluate` all of it is trained on)."""
     load = dict(streaming=data_args.streaming, skip_unreadable=data_args.skip_unreadable,
                 config_name=data_args.dataset_config_name)
     train = load_speech_dataset(source, split=data_args.train_split, **load)
     evaluation = None
+    if not evaluate:
+        return train, evaluation
     if data_args.eval_split:
         evaluation = load_speech_dataset(source, split=data_args.eval_split, **load)
     elif not data_args.streaming and data_args.validation_fraction > 0:
@@ -176,9 +177,9 @@ def load_splits(data_args: DataArguments, source: str, seed: int):
 def limit(dataset, max_samples: int | None):
     if max_samples is None or dataset is None:
         return dataset
-    return dataset.take(max_samples) if hasattr(dataset, "take") and not hasattr(dataset, "select") else dataset.select(
-        range(min(max_samples, len(dataset)))
-    )
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.take(max_samples)
+    return dataset.select(range(min(max_samples, len(dataset))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,16 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     if push_to_hub:
         check_hub_reachable()  # fail before any work, not after training
 
-    source = data_args.dataset
-    if source == "demo":
-        with training_args.main_process_first(desc="building the demo corpus"):
-            source = str(build_demo_corpus(num_utterances=data_args.demo_num_utterances))
-
-    train_raw, eval_raw = load_splits(data_args, source, training_args.seed)
-    train_raw, eval_raw = limit(train_raw, data_args.max_train_samples), limit(eval_raw, data_args.max_eval_samples)
-    if training_args.eval_strategy == "no":
-        eval_raw = None
-
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint and not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--resume_from_checkpoint: {checkpoint} is not a folder; pass a checkpoint-* folder.")
@@ -225,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         if training_args.max_steps <= 0:
             raise ValueError("--streaming needs --max_steps: a stream has no length to derive epochs from.")
         training_args.train_sampling_strategy = "random"  # length grouping needs a map-style dataset
+
+    source = data_args.dataset
+    if source == "demo":
+        with training_args.main_process_first(desc="building the demo corpus"):
+            source = str(build_demo_corpus(num_utterances=data_args.demo_num_utterances))
+
+    train_raw, eval_raw = load_splits(data_args, source, training_args.seed, training_args.eval_strategy != "no")
+    train_raw, eval_raw = limit(train_raw, data_args.max_train_samples), limit(eval_raw, data_args.max_eval_samples)
 
     trained_tokenizer_dir = Path(training_args.output_dir) / "trained_tokenizer"
     # The global main process trains the tokenizer and the others load its files (output_dir is shared storage,

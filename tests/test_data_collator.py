@@ -391,6 +391,9 @@ def test_switches_for_ablations(tokenizer):
     assert torch.equal(text_only["audio_features"], plain["audio_features"])
     assert "labels" not in audio_only and "mcam_labels" in audio_only
     assert torch.equal(audio_only["input_ids"], plain["input_ids"])
+    for switches, batch in (((False, False), plain), ((True, False), text_only), ((False, True), audio_only)):
+        names = DataCollatorForCTALPretraining(tokenizer, mlm=switches[0], mcam=switches[1]).label_names
+        assert names == [key for key in ("labels", "mcam_labels", "mcam_label_mask") if key in batch]
 
 
 def test_seed_reproducibility(tokenizer):

@@ -181,6 +181,11 @@ class DataCollatorForCTALPretraining:
             batch["audio_features"], batch["mcam_label_mask"] = mask_frames(batch["audio_features"], lengths, generator)
         return batch
 
+    @property
+    def label_names(self) -> list[str]:
+        """The label keys of the batches (Trainer's `label_names`): only those of the enabled tasks."""
+        return (["labels"] if self.mlm else []) + (["mcam_labels", "mcam_label_mask"] if self.mcam else [])
+
     def set_epoch(self, epoch: int) -> None:
         """Start a new epoch of masks (seeded mode)."""
         self.epoch = int(epoch)

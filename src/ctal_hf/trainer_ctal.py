@@ -39,14 +39,10 @@ class CTALPreTrainingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._partial_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": {}, "eval": {}}
         self.data_log_dir = data_log_dir
-        if self.args.label_names is None:
+        if self.args.label_names is None and hasattr(self.data_collator, "label_names"):
             # Evaluation computes a loss only when every label key is in the batch: a single-task ablation's
             # collator leaves the other task's keys out.
-            self.label_names = [
-                name
-                for name, task in (("labels", "mlm"), ("mcam_labels", "mcam"), ("mcam_label_mask", "mcam"))
-                if getattr(self.data_collator, task, True)
-            ]
+            self.label_names = list(self.data_collator.label_names)
         if hasattr(self.data_collator, "set_epoch"):
             if (
                 getattr(self.data_collator, "seed", None) is not None

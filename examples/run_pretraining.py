@@ -29,15 +29,15 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from ctal_hf import CTALConfig, CTALForPreTraining
-from ctal_hf.configuration_ctal import CTAL_PRESETS
+from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS
 from ctal_hf.create import load_tokenizer, parse_overrides, processor_for_config
-from ctal_hf.data import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
-from ctal_hf.data_collator import DataCollatorForCTALPretraining
-from ctal_hf.demo_corpus import build_demo_corpus
-from ctal_hf.hub import check_hub_reachable, push_checkpoint_to_hub
-from ctal_hf.model_card import write_model_card
-from ctal_hf.tokenization_ctal import iter_transcripts, train_ctal_tokenizer
-from ctal_hf.trainer_ctal import CTALPreTrainingTrainer
+from ctal_hf.data.sources import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
+from ctal_hf.data.collator import DataCollatorForCTALPretraining
+from ctal_hf.data.demo_corpus import build_demo_corpus
+from ctal_hf.training.hub import check_hub_reachable, push_checkpoint_to_hub
+from ctal_hf.training.model_card import write_model_card
+from ctal_hf.models.ctal.tokenization_ctal import iter_transcripts, train_ctal_tokenizer
+from ctal_hf.training.trainer import CTALPreTrainingTrainer
 
 
 logger = logging.getLogger(__name__)

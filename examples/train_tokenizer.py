@@ -4,7 +4,7 @@ python examples/train_tokenizer.py transcripts.txt manifest.csv --vocab-size 300
 python examples/train_tokenizer.py --help
 """
 
-from ctal_hf.tokenization_ctal import main
+from ctal_hf.models.ctal.tokenization_ctal import main
 
 
 if __name__ == "__main__":

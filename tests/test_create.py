@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
 from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_overrides
-from ctal_hf.configuration_ctal import CTALConfig
+from ctal_hf.models.ctal.configuration_ctal import CTALConfig
 
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}

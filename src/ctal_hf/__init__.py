@@ -14,20 +14,19 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_ctal import CTAL_PRESETS, CTALConfig
-from .data import (
-    AudioDecodeError,
+from .audio import AudioDecodeError, audio_num_samples, load_audio
+from .data.collator import DataCollatorForCTALPretraining
+from .data.sources import (
     CTALFeatureTransform,
     add_length_column,
-    audio_num_samples,
     load_librispeech_folder,
     load_manifest,
     load_speech_dataset,
     precompute_features,
 )
-from .data_collator import DataCollatorForCTALPretraining
-from .feature_extraction_ctal import CTALFeatureExtractor, load_audio
-from .modeling_ctal import (
+from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
+from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
+from .models.ctal.modeling_ctal import (
     CTALForPreTraining,
     CTALForPreTrainingOutput,
     CTALForSequenceClassification,
@@ -36,8 +35,8 @@ from .modeling_ctal import (
     CTALPreTrainedModel,
     CTALSequenceClassifierOutput,
 )
-from .processing_ctal import CTALProcessor
-from .tokenization_ctal import CTALTokenizer, train_ctal_tokenizer
+from .models.ctal.processing_ctal import CTALProcessor
+from .models.ctal.tokenization_ctal import CTALTokenizer, train_ctal_tokenizer
 
 
 __version__ = "0.1.0"

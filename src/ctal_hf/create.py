@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig
-from .feature_extraction_ctal import CTALFeatureExtractor
-from .model_card import write_model_card
-from .modeling_ctal import CTALForPreTraining
-from .processing_ctal import CTALProcessor
-from .tokenization_ctal import CTALTokenizer
+from .models.ctal.configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig
+from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
+from .models.ctal.modeling_ctal import CTALForPreTraining
+from .models.ctal.processing_ctal import CTALProcessor
+from .models.ctal.tokenization_ctal import CTALTokenizer
+from .training.model_card import write_model_card
 
 
 logger = hf_logging.get_logger(__name__)

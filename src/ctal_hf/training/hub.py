@@ -3,7 +3,7 @@
 transformers' own `model.push_to_hub` / `processor.push_to_hub` work for CTAL too, but each of them uploads as
 `README.md` the card already on the Hub or, for a new repo, transformers' generic template, never a local card, and
 waits on an unresponsive Hub without a timeout. `push_checkpoint_to_hub` uploads the folder as it is, with the card
-from `ctal_hf.model_card`, through the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
+from `ctal_hf.training.model_card`, through the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
 
 Without network it fails fast: offline mode (`HF_HUB_OFFLINE=1`) is refused before any request, and the endpoint is
 probed with a bounded timeout before anything is created, so an unreachable or silent Hub gives a clear error within

@@ -13,10 +13,10 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, RobertaTokenizer
 
 from ctal_hf import CTALConfig, CTALTokenizer, train_ctal_tokenizer
-from ctal_hf.tokenization_ctal import ctal_normalizer, iter_transcripts, main
+from ctal_hf.models.ctal.tokenization_ctal import ctal_normalizer, iter_transcripts, main
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 # The authors' files are read in place (see ../shared/reference/ctal-libri-bbpe/NOTICE.md), never copied here.
 ORIGINAL = Path(os.environ.get("CTAL_ORIGINAL_TOKENIZER", ROOT.parent / "shared" / "reference" / "ctal-libri-bbpe"))
 needs_original = pytest.mark.skipif(

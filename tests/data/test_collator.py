@@ -6,7 +6,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from ctal_hf.data_collator import DataCollatorForCTALPretraining
+from ctal_hf.data.collator import DataCollatorForCTALPretraining
 
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALForPreTraining, CTALModel
-from ctal_hf.demo_corpus import build_demo_corpus
+from ctal_hf.data.demo_corpus import build_demo_corpus
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 import run_pretraining  # noqa: E402
 
@@ -132,7 +132,7 @@ def test_demo_corpus_losses_fall(tmp_path):
 def test_push_to_hub_offline_fails_before_any_work(corpus, tiny_config, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from ctal_hf.hub import HubUnreachableError
+    from ctal_hf.training.hub import HubUnreachableError
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "never-written"
@@ -186,10 +186,10 @@ def test_persistent_workers_with_seeded_masks_are_refused(corpus, tiny_config, t
 
 @pytest.mark.parametrize("mode", ["drop", "truncate"])
 def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, monkeypatch):
-    import ctal_hf.data
+    import ctal_hf.data.sources
 
     warnings = []
-    monkeypatch.setattr(ctal_hf.data.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
+    monkeypatch.setattr(ctal_hf.data.sources.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
     data_log = tmp_path / "seen"
     # 150 frames = 1.9 s: the demo utterances are 1-4 s long, so some are over the limit.
     run_pretraining.main(run_args(corpus, tiny_config, tmp_path / mode, "--max_steps", "6", "--long_audio", mode,

@@ -1,4 +1,4 @@
-"""Tests of ctal_hf.data: every loader path gives the same examples; decoding; errors; features."""
+"""Tests of ctal_hf.data.sources: every loader path gives the same examples; decoding; errors; features."""
 
 import json
 import logging
@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import soxr
 
-from ctal_hf.data import (
+from ctal_hf.data.sources import (
     AudioDecodeError,
     CTALFeatureTransform,
     add_length_column,
@@ -18,10 +18,11 @@ from ctal_hf.data import (
     load_speech_dataset,
     precompute_features,
 )
-from ctal_hf.data_collator import DataCollatorForCTALPretraining
-from ctal_hf.feature_extraction_ctal import CTALFeatureExtractor, load_audio
-from ctal_hf.processing_ctal import CTALProcessor
-from ctal_hf.tokenization_ctal import train_ctal_tokenizer
+from ctal_hf.data.collator import DataCollatorForCTALPretraining
+from ctal_hf.audio import load_audio
+from ctal_hf.models.ctal.feature_extraction_ctal import CTALFeatureExtractor
+from ctal_hf.models.ctal.processing_ctal import CTALProcessor
+from ctal_hf.models.ctal.tokenization_ctal import train_ctal_tokenizer
 
 
 WORDS = ["THE", "OLD", "MILL", "RIVER", "QUIET", "MORNING", "WALKED", "SLOWLY", "HOME", "BRIGHT"]

@@ -29,7 +29,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor, Robe
 
 import ctal_hf
 from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
-from ctal_hf.convert_original_checkpoint import (
+from ctal_hf.models.ctal.convert_ctal_original_checkpoint import (
     OriginalCheckpointError,
     OriginalObjectPlaceholder,
     config_from_original,
@@ -455,7 +455,7 @@ def test_full_checkpoint_loads_without_running_pickled_code(tmp_path, original):
 def test_stripped_and_legacy_checkpoints(tmp_path, original, caplog):
     """A file with only tensors and plain settings loads with weights_only=True; a full checkpoint in the pre-zip
     (legacy) format goes through the restricted unpickler too."""
-    caplog.set_level(logging.INFO, logger="ctal_hf.convert_original_checkpoint")
+    caplog.set_level(logging.INFO, logger="ctal_hf.models.ctal.convert_ctal_original_checkpoint")
     settings = {"Config": original_settings_dict(original.vocab_size)}
     stripped = {"semantic_model": original.text, "acoustic_model": original.audio, "Settings": settings}
     torch.save(stripped, tmp_path / "stripped.ckpt")
@@ -578,8 +578,8 @@ def test_cli_checks_the_hub_before_converting_and_pushes_the_complete_folder(tmp
     def push_checkpoint_to_hub(folder, repo_id, private):
         calls.append(("push", (Path(folder) / "README.md").is_file(), repo_id, private))
 
-    monkeypatch.setattr("ctal_hf.convert_original_checkpoint.check_hub_reachable", check_hub_reachable)
-    monkeypatch.setattr("ctal_hf.convert_original_checkpoint.push_checkpoint_to_hub", push_checkpoint_to_hub)
+    monkeypatch.setattr("ctal_hf.models.ctal.convert_ctal_original_checkpoint.check_hub_reachable", check_hub_reachable)
+    monkeypatch.setattr("ctal_hf.models.ctal.convert_ctal_original_checkpoint.push_checkpoint_to_hub", push_checkpoint_to_hub)
     main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)]
          + ["--push_to_hub", "my-org/x", "--private"])
     assert calls == [("check", False), ("push", True, "my-org/x", True)]

@@ -1,7 +1,7 @@
 """The CTAL model card: one template for every card this package writes.
 
 - `model_cards/ctal-base/README.md` and `model_cards/ctal-large/README.md` (the Hub cards of the published presets) are
-  `render_published_card(name)`; `python -m ctal_hf.model_card` rewrites them and a test keeps them equal to a fresh
+  `render_published_card(name)`; `python -m ctal_hf.training.model_card` rewrites them and a test keeps them equal to a fresh
   render;
 - the converter (`ctal-convert-original`), `python -m ctal_hf.create` and `examples/run_pretraining.py` write the
   card of the folder they produce with `write_model_card`.
@@ -22,7 +22,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from .configuration_ctal import CTAL_PRESETS, CTALConfig
+from ..models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
 
 
 # Where the published `ctal-base` / `ctal-large` repositories live (`<org>/ctal-large`).

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "feature_extraction.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "feature_extraction.py"
 
 
 @pytest.fixture(scope="module")

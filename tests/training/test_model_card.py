@@ -10,10 +10,10 @@ import yaml
 from huggingface_hub import ModelCard
 
 from ctal_hf import CTALConfig
-from ctal_hf.model_card import PAPER_RESULTS, render_model_card, render_published_card, write_model_card
+from ctal_hf.training.model_card import PAPER_RESULTS, render_model_card, render_published_card, write_model_card
 
 
-CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+CARDS = Path(__file__).resolve().parents[2] / "model_cards"
 PRESETS = ("ctal-base", "ctal-large")
 
 
@@ -26,7 +26,7 @@ def split_card(text: str) -> tuple[dict, str]:
 @pytest.mark.parametrize("name", PRESETS)
 def test_committed_card_equals_a_fresh_render(name):
     committed = (CARDS / name / "README.md").read_text(encoding="utf-8")
-    assert committed == render_published_card(name), f"model_cards/{name} is stale: run `python -m ctal_hf.model_card`"
+    assert committed == render_published_card(name), f"model_cards/{name} is stale: run `python -m ctal_hf.training.model_card`"
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -51,7 +51,7 @@ from datasets.fingerprint import Hasher
 from datasets.utils.tqdm import tqdm
 from transformers.utils import logging
 
-from .feature_extraction_ctal import AudioDecodeError, _audio_name, audio_num_samples, load_audio
+from ..audio import AudioDecodeError, _audio_name, audio_num_samples, load_audio
 
 
 logger = logging.get_logger(__name__)

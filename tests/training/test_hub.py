@@ -22,7 +22,7 @@ from huggingface_hub.utils._http import default_client_factory, hf_request_event
 
 from ctal_hf import train_ctal_tokenizer
 from ctal_hf.create import create_checkpoint
-from ctal_hf.hub import HubUnreachableError, push_checkpoint_to_hub
+from ctal_hf.training.hub import HubUnreachableError, push_checkpoint_to_hub
 from transformers import AutoModelForPreTraining, AutoProcessor
 
 
@@ -151,7 +151,7 @@ def test_offline_mode_fails_fast_and_keeps_files(hub, monkeypatch, checkpoint):
 
 def test_hf_hub_offline_environment_variable(checkpoint):
     """The real variable, in a fresh process: a clear error, no hang."""
-    code = f"from ctal_hf.hub import push_checkpoint_to_hub; push_checkpoint_to_hub({str(checkpoint)!r}, 'my-org/x')"
+    code = f"from ctal_hf.training.hub import push_checkpoint_to_hub; push_checkpoint_to_hub({str(checkpoint)!r}, 'my-org/x')"
     start = time.monotonic()
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120)

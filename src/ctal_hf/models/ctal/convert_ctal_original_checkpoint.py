@@ -39,11 +39,11 @@ from torch._weights_only_unpickler import _get_allowed_globals
 from transformers import AutoModelForPreTraining, AutoProcessor
 from transformers.utils import logging as hf_logging
 
+from ...create import build_processor
+from ...training.hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
+from ...training.model_card import write_model_card
 from .configuration_ctal import CTAL_PRESETS, STACK_FIELDS, CTALConfig
-from .create import build_processor
-from .hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
 from .modeling_ctal import CTALForPreTraining
-from .model_card import write_model_card
 
 
 logger = hf_logging.get_logger(__name__)

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification, CTALModel
-from ctal_hf.configuration_ctal import CTAL_PRESETS
+from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS
 
 
 VOCAB = 50

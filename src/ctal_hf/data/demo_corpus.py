@@ -8,7 +8,7 @@ The corpus is generated on first use, deterministically from (`num_utterances`, 
 `<root>/<key>/` where `<root>` is `output_dir`, else `$CTAL_DEMO_CORPUS_DIR`, else
 `~/.cache/ctal_hf/demo_corpus`, and `<key>` hashes the corpus content (texts, voices, engine
 version), so differently-built corpora never mix. Layout (the LibriSpeech release layout plus a
-manifest, so both loaders in `ctal_hf.data` can read it):
+manifest, so both loaders in `ctal_hf.data.sources` can read it):
 
     <key>/manifest.jsonl                            {"audio": "<relative path>", "text", "speaker_id",
                                                      "id", "split": "train" | "validation"}
@@ -22,7 +22,7 @@ espeak-ng keeps internal state between utterances (its output for a sentence dep
 said before, even across re-initialisation), so all synthesis runs in a fresh child process that
 says the utterances in a fixed order: that makes the audio depend only on the corpus parameters.
 
-CLI: `python -m ctal_hf.demo_corpus --help`.
+CLI: `python -m ctal_hf.data.demo_corpus --help`.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def build_demo_corpus(output_dir: str | os.PathLike | None = None, num_utterance
 
     Returns:
         Path of the manifest (JSON lines with relative `audio` paths), loadable with
-        `ctal_hf.data.load_speech_dataset`; the folder holding it is also a LibriSpeech-layout folder.
+        `ctal_hf.data.sources.load_speech_dataset`; the folder holding it is also a LibriSpeech-layout folder.
     """
     if num_utterances < 1:
         raise ValueError(f"num_utterances must be at least 1, got {num_utterances}.")
@@ -302,7 +302,7 @@ def _synthesis_worker() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m ctal_hf.demo_corpus",
+        prog="python -m ctal_hf.data.demo_corpus",
         description="Build (or find) the synthetic espeak-ng demo corpus and print the path of its manifest.",
     )
     # Underscored and dashed spellings both work, whichever style a user types from the other commands.

@@ -19,7 +19,7 @@ from ctal_hf import CTALFeatureExtractor
 pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")
 
 SR = 16000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def load_benchmark_module():

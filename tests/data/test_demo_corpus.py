@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctal_hf import demo_corpus
-from ctal_hf.data import load_speech_dataset
-from ctal_hf.feature_extraction_ctal import load_audio
-from ctal_hf.demo_corpus import CORPUS_DIR_ENV, build_demo_corpus
+from ctal_hf.data import demo_corpus
+from ctal_hf.data.sources import load_speech_dataset
+from ctal_hf.audio import load_audio
+from ctal_hf.data.demo_corpus import CORPUS_DIR_ENV, build_demo_corpus
 
 
 pytest.importorskip("espeakng_loader")

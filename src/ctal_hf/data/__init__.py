@@ -1,0 +1,2 @@
+"""Data for every model family: sources (manifests, LibriSpeech, `datasets`), feature preparation, collators and the
+synthesised demo corpus."""

@@ -1,0 +1,1 @@
+"""CTAL (Li et al., EMNLP 2021): a text encoder plus a text-referred audio encoder."""

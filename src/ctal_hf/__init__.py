@@ -1,7 +1,8 @@
 """ctal_hf: CTAL (cross-modal Transformer for audio and language) for Hugging Face transformers.
 
 Importing the package registers every CTAL class with the transformers Auto classes, so
-`AutoModel.from_pretrained(<folder>)` works offline without `trust_remote_code`.
+`AutoModel.from_pretrained(<folder>)` works offline without `trust_remote_code`, and the
+`pipeline("audio-text-classification")` task.
 """
 
 from transformers import (
@@ -13,6 +14,7 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .audio import AudioDecodeError, audio_num_samples, load_audio
 from .data.collator import DataCollatorForCTALPretraining
@@ -37,6 +39,7 @@ from .models.ctal.modeling_ctal import (
 )
 from .models.ctal.processing_ctal import CTALProcessor
 from .models.ctal.tokenization_ctal import CTALTokenizer, train_ctal_tokenizer
+from .pipelines.audio_text_classification import AudioTextClassificationPipeline
 
 
 __version__ = "0.1.0"
@@ -48,10 +51,17 @@ AutoProcessor.register(CTALConfig, CTALProcessor, exist_ok=True)
 AutoModel.register(CTALConfig, CTALModel, exist_ok=True)
 AutoModelForPreTraining.register(CTALConfig, CTALForPreTraining, exist_ok=True)
 AutoModelForSequenceClassification.register(CTALConfig, CTALForSequenceClassification, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "audio-text-classification",
+    pipeline_class=AudioTextClassificationPipeline,
+    pt_model=AutoModelForSequenceClassification,
+    type="multimodal",
+)
 
 __all__ = [
     "CTAL_PRESETS",
     "AudioDecodeError",
+    "AudioTextClassificationPipeline",
     "CTALConfig",
     "CTALFeatureExtractor",
     "CTALFeatureTransform",

@@ -1,0 +1,1 @@
+"""transformers pipelines for the package's models, registered with `transformers.pipeline` at `import ctal_hf`."""

@@ -55,7 +55,11 @@ def test_trials_are_deterministic_balanced_and_cover_every_speaker():
     # The speaker with 3 utterances has only 3 target pairs; the others share the remaining target trials evenly.
     target_counts = Counter(speaker_of[trial.enroll] for trial in trials if trial.label == 1)
     assert target_counts["spk0"] == target_counts["spk3"] == 3
-    assert max(target_counts.values()) - min(count for name, count in target_counts.items() if name not in ("spk0", "spk3")) <= 1
+    assert (
+        max(target_counts.values())
+        - min(count for name, count in target_counts.items() if name not in ("spk0", "spk3"))
+        <= 1
+    )
 
 
 def test_trials_refuse_training_speakers_and_impossible_requests():
@@ -156,15 +160,21 @@ def original_draw_eer(batch):
     centroids = enrollment.mean(dim=1)
     num_utterances = verification.shape[1]
     utterance_centroids = (verification.sum(dim=1, keepdim=True) - verification) / (num_utterances - 1)
-    cos_same = F.cosine_similarity(verification.reshape(N * num_utterances, -1), utterance_centroids.reshape(N * num_utterances, -1))
-    expanded = verification.reshape(N * num_utterances, -1).unsqueeze(1).repeat(1, N, 1).reshape(N * num_utterances * N, -1)
+    cos_same = F.cosine_similarity(
+        verification.reshape(N * num_utterances, -1), utterance_centroids.reshape(N * num_utterances, -1)
+    )
+    expanded = (
+        verification.reshape(N * num_utterances, -1).unsqueeze(1).repeat(1, N, 1).reshape(N * num_utterances * N, -1)
+    )
     cos_diff = F.cosine_similarity(expanded, centroids.repeat((num_utterances * N, 1))).view(N, num_utterances, N)
     cos_diff[list(range(N)), :, list(range(N))] = cos_same.view(N, num_utterances)
     sim_matrix = cos_diff + 1e-6
     diff, eer = 1, 0
     for thres in [0.01 * i for i in range(101)]:
         accepted = sim_matrix > thres
-        far = sum(accepted[i].float().sum() - accepted[i, :, i].float().sum() for i in range(N)) / (N - 1.0) / (M / 2) / N
+        far = (
+            sum(accepted[i].float().sum() - accepted[i, :, i].float().sum() for i in range(N)) / (N - 1.0) / (M / 2) / N
+        )
         frr = sum(M / 2 - accepted[i, :, i].float().sum() for i in range(N)) / (M / 2) / N
         if diff > abs(far - frr):
             diff, eer = abs(far - frr), (far + frr) / 2

@@ -140,7 +140,9 @@ def generate_trials(
         raise ValueError("The utterance list contains duplicates; each utterance may be listed once.")
     spaced = [utterance for utterance in utterances if any(character.isspace() for character in utterance)]
     if spaced:
-        raise ValueError(f"Utterance ids may not contain whitespace (the trial format is `label enroll test`): {spaced[:3]}.")
+        raise ValueError(
+            f"Utterance ids may not contain whitespace (the trial format is `label enroll test`): {spaced[:3]}."
+        )
     by_speaker: dict[str, list[str]] = {}
     for utterance, speaker in sorted(zip(utterances, (str(speaker) for speaker in speakers))):
         by_speaker.setdefault(speaker, []).append(utterance)
@@ -309,7 +311,8 @@ def write_scores(trials: Sequence[Trial], scores: Sequence[float], path: str | o
 
 
 def _ge2e_draw_eer(batch: np.ndarray) -> float:
-    """EER of one GE2E draw `(N speakers, M utterances, D)`, computed as in the authors' code (see [`ge2e_random_eer`])."""
+    """EER of one GE2E draw `(N speakers, M utterances, D)`, computed as in the authors' code (see
+    [`ge2e_random_eer`])."""
     num_speakers, half = batch.shape[0], batch.shape[1] // 2
     enroll, verify = batch[:, :half], batch[:, half:]  # (N, M/2, D) each
     centroids = l2_normalize(enroll.mean(axis=1))  # (N, D)

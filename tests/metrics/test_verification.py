@@ -55,7 +55,9 @@ def test_min_dcf_matches_the_definition():
         assert value == pytest.approx(min_dcf_by_definition(scores, labels, p_target, c_miss, c_fa), abs=1e-12)
         p_miss = np.mean(scores[labels == 1] < threshold)
         p_fa = np.mean(scores[labels == 0] >= threshold)
-        cost = (c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)) / min(c_miss * p_target, c_fa * (1 - p_target))
+        cost = (c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)) / min(
+            c_miss * p_target, c_fa * (1 - p_target)
+        )
         assert cost == pytest.approx(value, abs=1e-12)
     assert 0 < compute_min_dcf(scores, labels, 0.01)[0] <= 1
 

@@ -166,12 +166,27 @@ def test_regression_returns_the_predicted_value(regression_dir, wav_files):
         pipe({"audio": wav_files[0], "text": TEXTS[0]}, top_k=1)
 
 
+def test_multi_label_scores_are_sigmoids(tmp_path, wav_files):
+    folder = save_model(tmp_path, id2label=dict(enumerate(LABELS)), problem_type="multi_label_classification")
+    pipe = pipeline("audio-text-classification", model=str(folder), device="cpu")
+    inputs = pipe.processor(
+        audio=wav_files[:1], text=TEXTS[:1], sampling_rate=SR, padding=True, truncation=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = pipe.model(**inputs).logits.sigmoid()[0].numpy()
+    scores = as_dict(pipe({"audio": wav_files[0], "text": TEXTS[0]}))
+    np.testing.assert_allclose([scores[label] for label in LABELS], expected, atol=1e-5)
+    assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3), "independent per-label probabilities"
+
+
 def test_missing_transcript_and_bad_input_are_named(classifier_dir, wav_files):
     pipe = pipeline("audio-text-classification", model=str(classifier_dir), device="cpu")
     with pytest.raises(ValueError, match=r"no transcript \('text'\).*asr_model="):
         pipe({"audio": wav_files[0]})
     with pytest.raises(ValueError, match=r"no transcript"):
         pipe(wav_files[0])
+    with pytest.raises(ValueError, match=r"An input dict needs 'audio' \(got keys \['text'\]\)"):
+        pipe({"text": "hello"})
     with pytest.raises(ValueError, match=r"Unknown input keys \['transcript'\]"):
         pipe({"audio": wav_files[0], "transcript": "hello"})
     with pytest.raises(ValueError, match="sampling_rate` applies to in-memory waveforms"):
@@ -188,7 +203,10 @@ def test_missing_transcript_and_bad_input_are_named(classifier_dir, wav_files):
 
 def test_speech_recognition_route(classifier_dir, asr_dir, wav_files):
     asr = pipeline("automatic-speech-recognition", model=str(asr_dir), device="cpu")
-    transcripts = [asr({"raw": load_audio(path, 8000).astype(np.float32), "sampling_rate": 8000})["text"].strip() for path in wav_files[:3]]
+    transcripts = [
+        asr({"raw": load_audio(path, 8000).astype(np.float32), "sampling_rate": 8000})["text"].strip()
+        for path in wav_files[:3]
+    ]
     assert all(transcripts), "the tiny recogniser emits a letter per frame"
     expected = direct_probabilities(classifier_dir, wav_files[:3], transcripts)
 
@@ -196,7 +214,9 @@ def test_speech_recognition_route(classifier_dir, asr_dir, wav_files):
     pipe = pipeline("audio-text-classification", model=str(classifier_dir), device="cpu", asr_model=str(asr_dir))
     batched = pipe([{"audio": path} for path in wav_files[:3]], batch_size=3)
     one = pipeline("audio-text-classification", model=str(classifier_dir), device="cpu")(wav_files[0], asr_model=asr)
-    for result, transcript, probabilities in zip([*batched, one], [*transcripts, transcripts[0]], [*expected, expected[0]]):
+    for result, transcript, probabilities in zip(
+        [*batched, one], [*transcripts, transcripts[0]], [*expected, expected[0]]
+    ):
         assert set(result) == {"transcript", "scores"} and result["transcript"] == transcript
         np.testing.assert_allclose([as_dict(result["scores"])[label] for label in LABELS], probabilities, atol=1e-5)
 

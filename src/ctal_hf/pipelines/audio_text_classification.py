@@ -142,6 +142,11 @@ class AudioTextClassificationPipeline(Pipeline):
             if unknown:
                 raise ValueError(f"Unknown input keys {unknown}; an input has 'audio', 'text' and 'sampling_rate'.")
             audio, text, sampling_rate = inputs["audio"], inputs.get("text"), inputs.get("sampling_rate")
+        elif isinstance(inputs, Mapping) and not {"array", "path", "bytes"} & set(inputs):
+            raise ValueError(
+                f"An input dict needs 'audio' (got keys {sorted(inputs)}); give "
+                "{'audio': path or waveform, 'text': transcript}."
+            )
         else:
             audio, text, sampling_rate = inputs, None, None
         if text is not None and not isinstance(text, str):
@@ -151,8 +156,8 @@ class AudioTextClassificationPipeline(Pipeline):
         if text is None:
             if asr_model is None:
                 raise ValueError(
-                    "An input has no transcript ('text'). Give one, or pass asr_model= (an automatic-speech-recognition "
-                    "pipeline or model id) to transcribe the audio first."
+                    "An input has no transcript ('text'). Give one, or pass asr_model= (an "
+                    "automatic-speech-recognition pipeline or model id) to transcribe the audio first."
                 )
             asr_rate = asr_model.feature_extractor.sampling_rate
             speech = waveform if asr_rate == self.sampling_rate else self._decode(audio, sampling_rate, asr_rate)

@@ -192,6 +192,49 @@ def test_padding_and_truncation(extractor, caplog):
     assert long_default["audio_features"].shape == (2, 60, 160)
 
 
+@pytest.mark.parametrize("recipe", [{}, {"center": False}, {"pad_mode": "constant"}, {"do_cmvn": False}])
+def test_long_audio_is_computed_in_bounded_chunks(monkeypatch, recipe):
+    """A long utterance never gets a full-length spectrum: each STFT covers one chunk of frames (plus delta context),
+    and its truncated features equal the first frames of the one-pass computation (CMVN over the whole utterance)."""
+    from ctal_hf.models.ctal import feature_extraction_ctal
+
+    extractor = CTALFeatureExtractor(**recipe)
+    audio = make_audio(16000 * 30 + 123)  # 30 s: 2401 frames centred
+    frame_bytes = (extractor.n_fft // 2 + 1) * 16
+    monkeypatch.setitem(feature_extraction_ctal.SPECTRUM_BYTES, "cpu", 2**40)  # one pass over the whole utterance
+    one_pass = features_of(extractor, audio, truncation=False)
+
+    chunk = 300
+    monkeypatch.setitem(feature_extraction_ctal.SPECTRUM_BYTES, "cpu", chunk * frame_bytes)
+    stft_lengths = []
+    stft = torch.stft
+
+    def spy(signal, *args, **kwargs):
+        stft_lengths.append(signal.shape[-1])
+        return stft(signal, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "stft", spy)
+    truncated = features_of(extractor, audio, max_length=500)
+    chunked = features_of(extractor, audio, truncation=False)
+    # One chunk plus delta_width - 1 context frames: (frames - 1) * hop + n_fft samples.
+    assert stft_lengths and max(stft_lengths) <= (chunk + extractor.delta_width - 2) * 200 + extractor.n_fft
+    assert truncated.shape == (500, 160) and chunked.shape == one_pass.shape
+    np.testing.assert_allclose(truncated, one_pass[:500], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(chunked, one_pass, rtol=1e-6, atol=1e-6)
+
+
+def test_long_audio_in_a_batch_keeps_its_place(monkeypatch, extractor):
+    from ctal_hf.models.ctal import feature_extraction_ctal
+
+    audio = [make_audio(4000), make_audio(16000 * 5, seed=1), make_audio(9000, seed=2)]
+    expected = extractor(audio, sampling_rate=SR, max_length=100)
+    monkeypatch.setitem(feature_extraction_ctal.SPECTRUM_BYTES, "cpu", 50 * 1025 * 16)  # 401 frames > 50
+    chunked = extractor(audio, sampling_rate=SR, max_length=100)
+    assert chunked["audio_features"].shape == (3, 100, 160)
+    np.testing.assert_array_equal(chunked["audio_attention_mask"], expected["audio_attention_mask"])
+    np.testing.assert_allclose(chunked["audio_features"], expected["audio_features"], rtol=1e-6, atol=1e-6)
+
+
 def test_return_types(extractor):
     audio = make_audio(3000)
     as_numpy = extractor(audio, sampling_rate=SR)
@@ -219,7 +262,7 @@ def test_accepted_input_forms(extractor, tmp_path):
     np.testing.assert_array_equal(features_of(extractor, audio.tolist()), expected)
     np.testing.assert_array_equal(extractor((audio, audio), sampling_rate=SR)["audio_features"][1], expected)
 
-    # Stereo: one recording, channels on the shorter axis, averaged.
+    # Stereo: one recording per list item, channels on the shorter axis, averaged.
     other = make_audio(6000, seed=1)
     mono = (audio + other) / 2
     for stereo in (
@@ -227,7 +270,7 @@ def test_accepted_input_forms(extractor, tmp_path):
         np.stack([audio, other], axis=1),
         torch.from_numpy(np.stack([audio, other])),
     ):
-        np.testing.assert_allclose(features_of(extractor, stereo), features_of(extractor, mono), atol=1e-6)
+        np.testing.assert_allclose(features_of(extractor, [stereo]), features_of(extractor, mono), atol=1e-6)
 
     # Files carry their own rate: no sampling_rate needed, and the header wins over one given for arrays.
     path = tmp_path / "clip.wav"
@@ -250,6 +293,16 @@ def test_other_sampling_rates_are_resampled(extractor, tmp_path):
     path = tmp_path / "clip_44k.wav"
     soundfile.write(path, audio_44k, 44100, subtype="DOUBLE")
     np.testing.assert_array_equal(extractor(path)["audio_features"][0], expected)
+
+
+def test_a_2d_array_is_a_batch(extractor):
+    # The transformers convention (Wav2Vec2, Whisper): (batch, samples), one utterance per row, never averaged.
+    rows = np.stack([make_audio(4000, seed=seed) for seed in range(4)])
+    expected = extractor(list(rows), sampling_rate=SR)
+    for batch in (rows, torch.from_numpy(rows)):
+        features = extractor(batch, sampling_rate=SR)
+        assert features["audio_features"].shape == (4, 21, 160)
+        np.testing.assert_array_equal(features["audio_features"], expected["audio_features"])
 
 
 @pytest.mark.parametrize(
@@ -280,9 +333,21 @@ def test_other_sampling_rates_are_resampled(extractor, tmp_path):
         ),
         (torch.zeros(4000, dtype=torch.int32), {"sampling_rate": SR}, ValueError, "integer PCM samples"),
         (np.zeros(4000, dtype=np.complex64), {"sampling_rate": SR}, ValueError, "real-valued float samples"),
-        (np.zeros((2, 2, 4000)), {"sampling_rate": SR}, ValueError, "Audio 0 has 3 dimensions"),
+        (
+            np.zeros((2, 2, 4000)),
+            {"sampling_rate": SR},
+            ValueError,
+            r"3-D audio array of shape \(2, 2, 4000\); a 2-D array is a batch .* one `\(channels, samples\)` array",
+        ),
+        ([np.zeros((2, 2, 4000))], {"sampling_rate": SR}, ValueError, "Audio 0 has 3 dimensions"),
         (np.float64(0.5), {"sampling_rate": SR}, ValueError, "Audio 0 has 0 dimensions"),
-        (np.zeros((16, 4000)), {"sampling_rate": SR}, ValueError, "16 channels .* pass a list of 1-D arrays"),
+        (
+            np.zeros((4000, 2)),
+            {"sampling_rate": SR},
+            ValueError,
+            r"shape \(4000, 2\), read as a batch of 4000 utterances of 2 samples .* ONE recording with 2 channels .*"
+            r"pass it in a list, `\[audio\]`",
+        ),
         ([], {"sampling_rate": SR}, ValueError, "No audio given"),
         ("/no/such/file.wav", {}, FileNotFoundError, "No audio file at '/no/such/file.wav'"),
         (make_audio(4000), {"sampling_rate": SR, "padding": False}, ValueError, "always returns a padded batch"),

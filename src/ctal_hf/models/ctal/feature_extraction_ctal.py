@@ -44,8 +44,6 @@ PAD_MODES = ("reflect", "constant")
 SPECTRUM_BYTES = {"cpu": 16 * 2**20, "accelerator": 2**31}
 # Relative std under which CMVN treats a feature dimension as constant (float64 rounding is ~1e-16).
 CONSTANT_STD = 1e-12
-# A 2-D array is one multi-channel recording; more channels than this means it is probably a batch.
-MAX_CHANNELS = 8
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[float]
 
@@ -223,11 +221,14 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
         Featurise one utterance or a batch.
 
         Args:
-            audio: one utterance or a list/tuple of utterances (a batch). An utterance is
+            audio: one utterance, a list/tuple of utterances (a batch), or a 2-D float array or tensor of shape
+                `(batch, samples)`: a batch of mono utterances of equal length, one per row, as in the Wav2Vec2 and
+                Whisper extractors. An utterance is
                 - a 1-D float array or tensor (mono) or a list of floats;
-                - a 2-D float array or tensor: ONE multi-channel recording, channels on the shorter axis (at most
-                  8, as `(channels, samples)` or `(samples, channels)`), down-mixed by averaging the channels
-                  (as `librosa.to_mono`); pass a batch as a list, not as a 2-D array;
+                - inside a list, a 2-D float array or tensor: ONE multi-channel recording, `(channels, samples)` or
+                  `(samples, channels)` (channels are the shorter axis), down-mixed by averaging the channels (as
+                  `librosa.to_mono`). So multi-channel audio is passed as a list with one such array per utterance,
+                  e.g. `[stereo]` for one recording, or as file paths;
                 - a path to an audio file, decoded by `load_audio` (soundfile, down-mixed, resampled from the rate
                   in its header, which wins over `sampling_rate`).
                 Integer PCM arrays are rejected: divide int16 samples by 32768 (int32 by 2**31) to get floats in
@@ -240,8 +241,9 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             max_length (`int`, *optional*): frame count for `"max_length"` padding and truncation; defaults to
                 `max_frames`.
             truncation (`bool`, defaults to `True`): keep only the first `max_length` frames of longer utterances
-                (with a warning). Features are computed on the whole utterance first, so CMVN statistics cover all of
-                it, as in the original fine-tuning code. `False` keeps every frame.
+                (with a warning). CMVN statistics still cover the whole utterance, as in the original fine-tuning
+                code (features computed, then cut); a long utterance is computed in chunks of frames, so memory is
+                bounded by `max_length` frames and one chunk, not by its duration. `False` keeps every frame.
             pad_to_multiple_of (`int`, *optional*): round the padded frame count up to a multiple of this.
             return_attention_mask (`bool`, *optional*): defaults to `self.return_attention_mask` (`True`).
             return_tensors (`str`, *optional*): `"pt"` for torch tensors (left on `device`); `"np"` or `None` for
@@ -268,7 +270,7 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
         device = torch.device(device)
 
         waveforms = self._prepare_waveforms(audio, sampling_rate, device)
-        features, num_frames = self.extract_features(waveforms)
+        features, num_frames = self.extract_features(waveforms, max_length if truncation else None)
 
         if truncation and int(num_frames.max()) > max_length:
             too_long = (num_frames > max_length).nonzero().flatten().tolist()
@@ -293,42 +295,57 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             data = {key: value.cpu().numpy() for key, value in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def extract_features(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract_features(
+        self, waveforms: list[torch.Tensor], max_frames: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of a batch of prepared waveforms (section 3.1.1).
 
         Consecutive utterances are computed together, in groups whose complex spectrum fits the device's
         `SPECTRUM_BYTES` (at least one utterance per group): on CPU, spectra larger than the caches cost more in memory
-        traffic than batching saves; a GPU takes large groups.
+        traffic than batching saves; a GPU takes large groups. An utterance whose spectrum alone exceeds that budget
+        is computed in chunks of frames (`_long_features`), so no spectrum longer than one chunk is ever built.
 
         Args:
             waveforms: B 1-D float64 tensors on one device, at `sampling_rate`, each at least `min_num_samples` long.
+            max_frames: keep only the first `max_frames` frames of each utterance (CMVN still sees all of them);
+                `None` keeps every frame.
 
         Returns:
-            `features` (B, T_max, 2 * num_mel_bins) float32, with unspecified values in the frames of each utterance
-            beyond its own count, and `num_frames` (B,) int64, `T_b = num_frames(len(waveforms[b]))`.
+            `features` (B, T_out, 2 * num_mel_bins) float32, `T_out = max_b min(T_b, max_frames)`, with unspecified
+            values in the frames of each utterance beyond its own (kept) count, and `num_frames` (B,) int64, the full
+            counts `T_b = num_frames(len(waveforms[b]))`.
         """
         device = waveforms[0].device
         frame_counts = [self.num_frames(len(waveform)) for waveform in waveforms]
-        budget = SPECTRUM_BYTES.get(device.type, SPECTRUM_BYTES["accelerator"])
-        frame_bytes = (self.n_fft // 2 + 1) * torch.complex128.itemsize
+        kept_counts = [count if max_frames is None else min(count, max_frames) for count in frame_counts]
+        chunk_frames = self._chunk_frames(device)
         groups, start, longest = [], 0, 0
         for index, frames in enumerate(frame_counts):
             longest = max(longest, frames)
-            if index > start and (index - start + 1) * longest * frame_bytes > budget:
+            if index > start and (index - start + 1) * longest > chunk_frames:
                 groups.append(slice(start, index))
                 start, longest = index, frames
         groups.append(slice(start, len(waveforms)))
-        parts = [self._group_features(waveforms[group], frame_counts[group]) for group in groups]
-        features = torch.cat([F.pad(part, (0, 0, 0, max(frame_counts) - part.shape[1])) for part in parts])
+        parts = []
+        for group in groups:
+            if frame_counts[group.start] > chunk_frames:  # alone in its group (see the loop above)
+                parts.append(self._long_features(waveforms[group.start], frame_counts[group.start], max_frames)[None])
+            else:
+                parts.append(self._group_features(waveforms[group], frame_counts[group]))
+        length = max(kept_counts)
+        features = torch.cat([F.pad(part[:, :length], (0, 0, 0, max(0, length - part.shape[1]))) for part in parts])
         return features, torch.tensor(frame_counts, device=device)
 
-    def _group_features(self, waveforms: list[torch.Tensor], frame_counts: list[int]) -> torch.Tensor:
-        """`extract_features` of one group in one batched computation: (B, T_max, 2 * num_mel_bins) float32."""
-        device = waveforms[0].device
-        lengths = torch.tensor([len(waveform) for waveform in waveforms], device=device)
-        num_frames = torch.tensor(frame_counts, device=device)
+    def _chunk_frames(self, device: torch.device) -> int:
+        """Frames whose complex spectrum fits `SPECTRUM_BYTES` on `device` (at least two delta windows)."""
+        budget = SPECTRUM_BYTES.get(device.type, SPECTRUM_BYTES["accelerator"])
+        frame_bytes = (self.n_fft // 2 + 1) * torch.complex128.itemsize
+        return max(budget // frame_bytes, 2 * self.delta_width)
 
-        framed = self._pad_signals(torch.cat(waveforms), lengths)  # (B, L_max + 2 * pad)
+    def _log_mel(self, framed: torch.Tensor) -> torch.Tensor:
+        """Log-mel energies (B, num_mel_bins, T) of padded signals `framed` (B, N), frame t at samples
+        [t * hop_length, t * hop_length + n_fft) (steps 2-4 of the module docstring)."""
+        device = framed.device
         window = WINDOW_FUNCTIONS[self.window_type](self.win_length, periodic=True, dtype=torch.float64, device=device)
         spectrum = torch.stft(
             framed,
@@ -338,11 +355,18 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             window=window,
             center=False,  # padding already done per utterance
             return_complex=True,
-        )  # (B, n_fft // 2 + 1, T_max)
+        )  # (B, n_fft // 2 + 1, T)
         squared = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 = re^2 + im^2, no sqrt
         power = squared if self.power == 2 else squared.pow(self.power / 2)
         mel_filters = torch.from_numpy(self.mel_filters).to(device=device, dtype=torch.float64)
-        log_mel = torch.log(mel_filters.T @ power + self.log_offset)  # (B, num_mel_bins, T_max)
+        return torch.log(mel_filters.T @ power + self.log_offset)
+
+    def _group_features(self, waveforms: list[torch.Tensor], frame_counts: list[int]) -> torch.Tensor:
+        """`extract_features` of one group in one batched computation: (B, T_max, 2 * num_mel_bins) float32."""
+        device = waveforms[0].device
+        lengths = torch.tensor([len(waveform) for waveform in waveforms], device=device)
+        num_frames = torch.tensor(frame_counts, device=device)
+        log_mel = self._log_mel(self._pad_signals(torch.cat(waveforms), lengths))  # (B, num_mel_bins, T_max)
 
         valid = (torch.arange(log_mel.shape[-1], device=device) < num_frames[:, None]).unsqueeze(1)  # (B, 1, T_max)
         features = torch.cat([log_mel, self._delta(log_mel, num_frames, valid)], dim=1)
@@ -351,22 +375,69 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             mean = features.masked_fill(~valid, 0.0).sum(-1, keepdim=True) / count
             centred = (features - mean).masked_fill(~valid, 0.0)
             std = torch.sqrt(centred.square().sum(-1, keepdim=True) / count)  # population std (numpy's default)
-            # A dimension constant over the utterance (digital silence, the deltas of an utterance of at most
-            # `delta_width` frames) has a std of rounding size, which the division would blow up into noise that
-            # depends on the batch; its exact value, 0, is kept instead.
-            constant = std <= CONSTANT_STD * (1 + mean.abs())
-            features = torch.where(constant, 0.0, centred / (std + self.cmvn_eps))
+            features = self._normalise(features, mean, std)
         return features.transpose(1, 2).to(torch.float32)
 
-    def _pad_signals(self, flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """CMVN `(x - mean) / (std + cmvn_eps)` per dimension. A dimension constant over the utterance (digital
+        silence, the deltas of an utterance of at most `delta_width` frames) has a std of rounding size, which the
+        division would blow up into noise that depends on the batch; its exact value, 0, is kept instead."""
+        constant = std <= CONSTANT_STD * (1 + mean.abs())
+        return torch.where(constant, 0.0, (features - mean) / (std + self.cmvn_eps))
+
+    def _long_features(self, waveform: torch.Tensor, num_frames: int, max_frames: int | None) -> torch.Tensor:
+        """The features of one long utterance, equal to `_group_features` up to float64 rounding, computed in chunks
+        of `_chunk_frames` frames: each chunk's STFT covers only its frames plus `delta_width // 2` frames of context
+        on each side (what its deltas need), CMVN statistics are merged over all chunks (Chan et al.'s pairwise
+        update of mean and sum of squared deviations), and only the first `max_frames` frames are kept.
+
+        Returns: (min(num_frames, max_frames), 2 * num_mel_bins) float32.
+        """
+        half = self.delta_width // 2
+        keep = num_frames if max_frames is None else min(num_frames, max_frames)
+        length = torch.tensor([len(waveform)], device=waveform.device)
+        chunk_frames = self._chunk_frames(waveform.device)
+        kept, count, mean, squares = [], 0, 0.0, 0.0
+        for start in range(0, num_frames, chunk_frames):
+            stop = min(start + chunk_frames, num_frames)
+            # Context frames for the deltas, and at least `delta_width` frames so the chunk's edge rule is the
+            # utterance's at its first and last frames.
+            first, last = max(0, start - half), min(num_frames, stop + half)
+            first = min(first, last - self.delta_width)
+            stop_sample = (last - 1) * self.hop_length + self.n_fft
+            log_mel = self._log_mel(self._pad_signals(waveform, length, first * self.hop_length, stop_sample))
+            frames = torch.tensor([last - first], device=waveform.device)
+            valid = torch.ones(1, 1, last - first, dtype=torch.bool, device=waveform.device)
+            features = torch.cat([log_mel, self._delta(log_mel, frames, valid)], dim=1)  # (1, F, last - first)
+            features = features[0, :, start - first : stop - first]
+            if start < keep:
+                kept.append(features[:, : keep - start])
+            if self.do_cmvn:
+                chunk_mean = features.mean(-1, keepdim=True)
+                chunk_squares = (features - chunk_mean).square().sum(-1, keepdim=True)
+                size, total = stop - start, count + stop - start
+                shift = chunk_mean - mean
+                mean = mean + shift * (size / total)
+                squares = squares + chunk_squares + shift.square() * (count * size / total)
+                count = total
+        features = torch.cat(kept, dim=-1)
+        if self.do_cmvn:
+            features = self._normalise(features, mean, torch.sqrt(squares / count))  # population std
+        return features.T.to(torch.float32)
+
+    def _pad_signals(
+        self, flat: torch.Tensor, lengths: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
         """Stack B signals (concatenated in `flat`) into a (B, L_max + 2 * pad) matrix, each padded with `pad_mode`
-        from its OWN samples (pad = `n_fft // 2` when centred, else 0) and followed by zeros. Reflection follows
-        `np.pad(mode="reflect")`, whose index pattern repeats with period 2 * (L - 1), so pads longer than the signal
-        (L <= n_fft // 2, where `torch.nn.functional.pad` refuses) reflect again, as in librosa."""
+        from its OWN samples (pad = `n_fft // 2` when centred, else 0) and followed by zeros; `start`/`stop` select
+        columns [start, stop) of that matrix (default: all). Reflection follows `np.pad(mode="reflect")`, whose index
+        pattern repeats with period 2 * (L - 1), so pads longer than the signal (L <= n_fft // 2, where
+        `torch.nn.functional.pad` refuses) reflect again, as in librosa."""
         pad = self.n_fft // 2 if self.center else 0
         offsets = torch.cumsum(lengths, 0) - lengths
         length = lengths[:, None]
-        column = torch.arange(int(lengths.max()) + 2 * pad, device=flat.device)
+        stop = int(lengths.max()) + 2 * pad if stop is None else stop
+        column = torch.arange(start, stop, device=flat.device)
         source = (column - pad).expand(len(lengths), -1)  # index into each signal, before padding rules
         if self.pad_mode == "reflect":
             period = 2 * (length - 1)
@@ -412,11 +483,14 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
         self, audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None, device: torch.device
     ) -> list[torch.Tensor]:
         """Turn the accepted inputs into 1-D float64 tensors at `self.sampling_rate` on `device`, with clear errors."""
-        # A list/tuple is a batch, unless it holds numbers (one utterance as a list of samples).
-        is_single = not isinstance(audio, (list, tuple)) or (
-            len(audio) > 0 and isinstance(audio[0], (int, float, np.number))
-        )
-        items = [audio] if is_single else list(audio)
+        if isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim >= 2:
+            items = self._batch_rows(audio)
+        else:
+            # A list/tuple is a batch, unless it holds numbers (one utterance as a list of samples).
+            is_single = not isinstance(audio, (list, tuple)) or (
+                len(audio) > 0 and isinstance(audio[0], (int, float, np.number))
+            )
+            items = [audio] if is_single else list(audio)
         if not items:
             raise ValueError("No audio given: pass one utterance or a non-empty list of utterances.")
         has_arrays = any(not isinstance(item, (str, os.PathLike)) for item in items)
@@ -430,6 +504,24 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"`sampling_rate` must be a positive integer (Hz), got {sampling_rate!r}.")
         return [self._prepare_one(item, index, sampling_rate, device) for index, item in enumerate(items)]
 
+    def _batch_rows(self, audio: np.ndarray | torch.Tensor) -> list[np.ndarray | torch.Tensor]:
+        """The utterances of a `(batch, samples)` array, the transformers convention (Wav2Vec2, Whisper)."""
+        shape = tuple(audio.shape)
+        if audio.ndim > 2:
+            raise ValueError(
+                f"Got a {audio.ndim}-D audio array of shape {shape}; a 2-D array is a batch `(batch, samples)` of mono "
+                "utterances. Pass multi-channel recordings as a list with one `(channels, samples)` array per "
+                "utterance (they are down-mixed), e.g. `list(audio)`."
+            )
+        if shape[1] < self.min_num_samples <= shape[0]:
+            raise ValueError(
+                f"Got a 2-D audio array of shape {shape}, read as a batch of {shape[0]} utterances of {shape[1]} "
+                "samples each (a 2-D array is `(batch, samples)`). If it is ONE recording with "
+                f"{shape[1]} channels (`soundfile.read` gives `(samples, channels)`), pass it in a list, `[audio]`, "
+                "to have it down-mixed."
+            )
+        return list(audio)
+
     def _prepare_one(self, item, index: int, sampling_rate: int | None, device: torch.device) -> torch.Tensor:
         if isinstance(item, (str, os.PathLike)):
             waveform, rate = torch.from_numpy(load_audio(item, self.sampling_rate)), self.sampling_rate
@@ -440,7 +532,8 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
             elif waveform.ndim != 1:
                 raise ValueError(
                     f"Audio {index} has {waveform.ndim} dimensions (shape {tuple(waveform.shape)}); an utterance is "
-                    "1-D (mono) or 2-D (one multi-channel recording). Pass a batch as a list of utterances."
+                    "1-D (mono) or, inside a list, 2-D (one multi-channel recording). Pass a batch as a list of "
+                    "utterances or as one `(batch, samples)` array."
                 )
         if not torch.isfinite(waveform).all():
             first = int((~torch.isfinite(waveform)).nonzero()[0])
@@ -481,15 +574,9 @@ def _as_float64_tensor(item, index: int) -> torch.Tensor:
 
 
 def _downmix(waveform: torch.Tensor, index: int) -> torch.Tensor:
-    """Average the channels of one multi-channel recording (as `librosa.to_mono`); channels are the shorter axis."""
-    channel_axis = int(waveform.shape[0] > waveform.shape[1])
-    if waveform.shape[channel_axis] > MAX_CHANNELS:
-        raise ValueError(
-            f"Audio {index} is a 2-D array of shape {tuple(waveform.shape)}, read as one recording with "
-            f"{waveform.shape[channel_axis]} channels (more than {MAX_CHANNELS}). To pass a batch, pass a list of 1-D "
-            "arrays (e.g. `list(batch)`)."
-        )
-    return waveform.mean(dim=channel_axis)
+    """Average the channels of one multi-channel recording (as `librosa.to_mono`); channels are the shorter axis, so
+    `(channels, samples)` (librosa, torchaudio) and `(samples, channels)` (soundfile) both work."""
+    return waveform.mean(dim=int(waveform.shape[0] > waveform.shape[1]))
 
 
 __all__ = ["CTALFeatureExtractor"]

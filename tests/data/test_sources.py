@@ -240,7 +240,12 @@ def test_missing_file_raises_or_is_skipped(corpus, tmp_path, caplog):
         ("no_audio.jsonl", '{"text": "HI", "label": 1}\n', r"no audio column.*\['text', 'label'\]"),
         ("empty.jsonl", "\n\n", "is empty"),
         ("broken.jsonl", '{"audio": "a.flac", "text": "HI"}\n{"audio": \n', "line 2: not valid JSON"),
-        ("empty_text.csv", "audio,text\na.flac,HI\nb.flac,\n", r"rows \[2\] have an empty text"),
+        ("empty_text.csv", "audio,text\na.flac,HI\nb.flac,\n", r"1 transcript empty or not text: row 2 \(missing\)"),
+        (
+            "blank_text.jsonl",
+            '{"audio": "a.flac", "text": "HI"}\n{"audio": "b.flac", "text": "  "}\n',
+            r"1 transcript empty or not text: row 2 \('  '\).* fill in the text or remove those items",
+        ),
         ("manifest.txt", "audio,text\n", "unsupported extension"),
     ],
 )
@@ -249,6 +254,25 @@ def test_malformed_manifests(tmp_path, name, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         load_speech_dataset(path)
+
+
+def test_empty_transcripts_one_rule_for_every_loader(corpus, tmp_path):
+    """The processor (tests/models/ctal/test_processing_ctal.py) and every loader refuse the same transcripts."""
+    root, expected = corpus
+    audio = str(next(iter(expected.values()))["path"])
+    folder = tmp_path / "librispeech" / "19" / "198"
+    folder.mkdir(parents=True)
+    (folder / "19-198.trans.txt").write_text("19-198-0000 HELLO\n19-198-0001\n")
+    with pytest.raises(ValueError, match=r"19-198\.trans\.txt: 1 transcript empty or not text: line 2 \(19-198-0001\)"):
+        load_speech_dataset(tmp_path / "librispeech")
+    dataset = datasets.Dataset.from_dict({"audio": [audio, audio], "text": ["HELLO", ""]})
+    with pytest.raises(ValueError, match=r"The dataset: 1 transcript empty or not text: row 1 \(''\)"):
+        load_speech_dataset(dataset)
+    # A stream is checked when its rows are featurised, naming the audio.
+    stream = load_speech_dataset(dataset.to_iterable_dataset())
+    with pytest.raises(ValueError, match=r"the row with audio '.*\.flac' \(''\)"):
+        CTALFeatureTransform(processor=None)({"audio": [audio, audio], "text": ["HELLO", ""]})
+    assert [row["text"] for row in stream] == ["HELLO", ""]
 
 
 def test_split_needs_a_split_column(corpus):

@@ -52,6 +52,7 @@ from datasets.utils.tqdm import tqdm
 from transformers.utils import logging
 
 from ..audio import AudioDecodeError, _audio_name, audio_num_samples, load_audio
+from ..models.ctal.tokenization_ctal import check_transcripts
 
 
 logger = logging.get_logger(__name__)
@@ -173,10 +174,10 @@ def load_manifest(
         raise ValueError(f"{source} has no rows (columns found: {list(frame.columns)}).")
     mapping = _resolve_columns(frame.columns, source)
     frame = frame.rename(columns=_renames(mapping))
-    for column in REQUIRED_COLUMNS:
-        empty = frame.index[frame[column].isna() | (frame[column].astype(str).str.strip() == "")].tolist()
-        if empty:
-            raise ValueError(f"{source}: rows {[index + 1 for index in empty[:10]]} have an empty {column}; fill or remove them.")
+    empty = frame.index[frame["audio"].isna() | (frame["audio"].astype(str).str.strip() == "")].tolist()
+    if empty:
+        raise ValueError(f"{source}: rows {[index + 1 for index in empty[:10]]} have an empty audio; fill or remove them.")
+    check_transcripts(frame["text"].tolist(), lambda index: f"row {index + 1}", f"{source}: ")
     if split is not None:
         if "split" not in frame.columns:
             raise ValueError(
@@ -235,10 +236,11 @@ def load_librispeech_folder(
                 continue
             utterance_id, _, text = line.strip().partition(" ")
             parts = utterance_id.split("-")
-            if len(parts) != 3 or not all(part.isdigit() for part in parts) or not text.strip():
+            if len(parts) != 3 or not all(part.isdigit() for part in parts):
                 raise ValueError(
                     f"{transcript_file}, line {line_number}: expected 'SPEAKER-CHAPTER-UTTERANCE TRANSCRIPT', got {line!r}."
                 )
+            check_transcripts([text], lambda _: f"line {line_number} ({utterance_id})", f"{transcript_file}: ")
             rows["id"].append(utterance_id)
             rows["audio"].append(str(transcript_file.parent / f"{utterance_id}.flac"))
             rows["text"].append(text.strip())
@@ -276,6 +278,8 @@ def _normalize_datasets_source(
                 f"The dataset has no split column (columns found: {list(columns)}), so split={split!r} cannot be selected."
             )
         dataset = dataset.filter(_keep_split, input_columns="split", batched=True, fn_kwargs={"split": split})
+    if isinstance(dataset, datasets.Dataset):  # a stream is checked batch by batch, by CTALFeatureTransform
+        check_transcripts(list(dataset["text"]), lambda index: f"row {index}", "The dataset: ")
     return dataset
 
 
@@ -492,6 +496,7 @@ class CTALFeatureTransform:
                 f"CTALFeatureTransform needs columns {missing}, the batch has {sorted(batch)}; load the data with "
                 "load_speech_dataset, which names them."
             )
+        check_transcripts(batch["text"], lambda row: f"the row with audio '{_audio_name(batch['audio'][row])}'")
         feature_extractor = _feature_extractor(self.processor)
         rows, waveforms = [], []
         for row, audio in enumerate(batch["audio"]):

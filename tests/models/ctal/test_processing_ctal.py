@@ -129,3 +129,22 @@ def test_outputs_feed_the_model(processor):
         outputs = CTALModel(config).eval()(**batch)
     assert outputs.text_last_hidden_state.shape[:2] == batch["input_ids"].shape
     assert outputs.audio_last_hidden_state.shape[:2] == batch["audio_features"].shape[:2]
+
+
+def test_a_2d_audio_array_is_a_batch(processor):
+    audio = np.stack([make_audio(8000, seed) for seed in range(4)])  # (batch, samples), not one 4-channel recording
+    batch = processor(audio=audio, text=TEXTS * 2, sampling_rate=SR)
+    assert batch["audio_features"].shape == (4, 41, 160) and len(batch["input_ids"]) == 4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"1 transcript empty or not text: text 0 \(''\)"),
+        (["Hello there", "   ", None], r"2 transcripts empty or not text: text 1 \('   '\), text 2 \(missing\)"),
+    ],
+)
+def test_empty_transcripts_are_refused(processor, text, message):
+    # The training loaders apply the same rule (check_transcripts), see tests/data/test_sources.py.
+    with pytest.raises(ValueError, match=message + r".* fill in the text or remove those items"):
+        processor(text=text)

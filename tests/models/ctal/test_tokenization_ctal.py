@@ -149,7 +149,7 @@ def test_iter_transcripts(tmp_path):
     assert list(iter_transcripts(dataset, column="sentence")) == ["from a dataset"]
     assert list(iter_transcripts(dataset.to_iterable_dataset(), column="sentence")) == ["from a dataset"]
 
-    with pytest.raises(ValueError, match="has no 'transcript' column"):
+    with pytest.raises(ValueError, match="has no 'transcript' column .* with --column"):
         list(iter_transcripts(tmp_path / "manifest.csv", column="transcript"))
     with pytest.raises(ValueError, match="Line 1 of .* has no 'sentence' field"):
         list(iter_transcripts(tmp_path / "manifest.jsonl", column="sentence"))
@@ -170,6 +170,37 @@ def test_bad_arguments_raise():
         train_ctal_tokenizer("a whole corpus in one string")
     with pytest.raises(FileNotFoundError, match="has no vocab.json or merges.txt"):
         CTALTokenizer.from_original_files(ROOT)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+def test_training_on_no_transcript_refuses(tmp_path, capsys, content):
+    (tmp_path / "empty.txt").write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match="No transcript to train the tokenizer on: 0 texts given, none with a word"):
+        train_ctal_tokenizer(iter_transcripts(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match="2 texts given, none with a word"):
+        train_ctal_tokenizer(["", "   "])
+    output = tmp_path / "tokenizer"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "empty.txt"), "--output-dir", str(output)])
+    assert "No transcript to train the tokenizer on" in str(exit_info.value.code)
+    assert "nothing was saved" in str(exit_info.value.code) and not output.exists()
+
+
+def test_training_without_a_merge_warns(caplog):
+    with caplog.at_level("WARNING"):
+        tokenizer = train_ctal_tokenizer(["hello"])
+    assert len(tokenizer) == 261 and "learned no merge" in caplog.text and "--min-frequency" in caplog.text
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,sentence\na.wav,hi\n", encoding="utf-8")
+    for inputs, message in (
+        ([str(tmp_path / "missing.txt")], "No transcript file at .*missing.txt"),
+        ([str(tmp_path / "manifest.csv")], ".*manifest.csv has no 'text' column .* with --column"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*inputs, "--output-dir", str(tmp_path / "out")])
+        assert re.search(f"^ctal-train-tokenizer: {message}", str(exit_info.value.code))
 
 
 def test_cli(corpus, tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PaddingStrategy, TensorType, logging
 
 from .feature_extraction_ctal import AudioInput, CTALFeatureExtractor
-from .tokenization_ctal import CTALTokenizer
+from .tokenization_ctal import CTALTokenizer, check_transcripts
 
 
 logger = logging.get_logger(__name__)
@@ -57,7 +57,9 @@ class CTALProcessor(ProcessorMixin):
         Args:
             audio: one utterance or a list of utterances, as accepted by [`CTALFeatureExtractor.__call__`] (arrays,
                 tensors or file paths).
-            text: one transcript or a list; normalised by the tokenizer (lowercase, `.,?!` removed).
+            text: one transcript or a list; normalised by the tokenizer (lowercase, `.,?!` removed). An empty
+                transcript (`""`, only whitespace, None) raises a `ValueError`, as in the training loaders
+                (`check_transcripts`).
             sampling_rate (`int`): rate of in-memory audio (required for arrays; files carry their own).
             padding (`bool` or `str`, defaults to `True`): `True`/`"longest"` pads each modality to its longest
                 example; `"max_length"` pads text to `max_length` tokens and audio to `max_audio_frames` frames.
@@ -98,6 +100,7 @@ class CTALProcessor(ProcessorMixin):
 
     def _tokenize(self, text, padding, truncation, max_length, return_tensors, text_kwargs) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
+        check_transcripts(texts)
         max_length = self.tokenizer.model_max_length if max_length is None else max_length
         # Always let the tokenizer truncate: its overflow tells which texts did not fit, in a single pass.
         encoded = self.tokenizer(

@@ -16,12 +16,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, trainers
 from transformers import RobertaTokenizer
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 # In id order: the trainer assigns ids 0..4 in this order, as in the released vocabulary.
@@ -36,6 +43,36 @@ MAX_TEXT_TOKENS = 512
 # as in CPython's `handle_capital_sigma`.
 _CASED = r"[\p{Cased}&&\P{Case_Ignorable}]"
 _FINAL_SIGMA = Regex(rf"(?<={_CASED}\p{{Case_Ignorable}}*)Σ(?!\p{{Case_Ignorable}}*{_CASED})")
+
+
+def is_transcript(text: Any) -> bool:
+    """The package's one rule for a usable transcript: a string with at least one non-whitespace character. None,
+    NaN (an empty manifest cell), `""`, `"  "` and non-strings are not; the processor and every training loader
+    apply it (`check_transcripts`)."""
+    return isinstance(text, str) and bool(text.strip())
+
+
+def check_transcripts(texts: Sequence[Any], name: Callable[[int], str] = "text {}".format, where: str = "") -> None:
+    """Raise a `ValueError` naming every item of `texts` that is not a transcript (`is_transcript`).
+
+    CTAL reads every utterance with its transcript (paper section 3.1: the audio stream attends to the text stream),
+    so an empty one is an error rather than a `<s></s>` input. `name(index)` says how the message names an item
+    (default `text 0`, `text 1`, ...; e.g. a manifest row or an audio file); `where` prefixes the message.
+    """
+    bad = [index for index, text in enumerate(texts) if not is_transcript(text)]
+    if not bad:
+        return
+    shown = ", ".join(f"{name(index)} ({_describe(texts[index])})" for index in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise ValueError(
+        f"{where}{len(bad)} transcript{'s' if len(bad) > 1 else ''} empty or not text: {shown}{more}. CTAL pairs "
+        "every utterance with its transcript (paper section 3.1); fill in the text or remove those items."
+    )
+
+
+def _describe(text: Any) -> str:
+    """How `check_transcripts` shows a bad item: None and NaN (pandas' empty cell) are 'missing'."""
+    return "missing" if text is None or (isinstance(text, float) and math.isnan(text)) else repr(text)
 
 
 def ctal_normalizer() -> normalizers.Normalizer:
@@ -164,6 +201,14 @@ def train_ctal_tokenizer(
     """
     if isinstance(texts, (str, bytes)):
         raise TypeError("`texts` must be an iterable of transcripts, not one string; use `iter_transcripts(path)`.")
+    counts = {"texts": 0, "transcripts": 0}
+
+    def transcripts() -> Iterator[str]:
+        for text in texts:
+            counts["texts"] += 1
+            if is_transcript(text):
+                counts["transcripts"] += 1
+                yield text
     smallest = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < smallest:
         raise ValueError(f"`vocab_size` must be at least {smallest} (5 special tokens + 256 bytes), got {vocab_size}.")
@@ -176,9 +221,24 @@ def train_ctal_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    backend.train_from_iterator(texts, trainer=trainer, length=length)
+    backend.train_from_iterator(transcripts(), trainer=trainer, length=length)
+    if counts["transcripts"] == 0:
+        raise ValueError(
+            f"No transcript to train the tokenizer on: {counts['texts']} texts given, none with a word (an empty "
+            "input, or only blank lines). Give transcript files with one transcript per line, or manifests / a "
+            "dataset with a text column."
+        )
     model = json.loads(backend.to_str())["model"]
+    if not model["merges"]:
+        logger.warning(
+            f"The tokenizer learned no merge from {counts['transcripts']} transcripts (no pair of symbols occurs "
+            f"min_frequency={min_frequency} times): it will split text into single bytes. Give more text or lower "
+            "--min-frequency."
+        )
     return CTALTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
+
+
+_COLUMN_HINT = "name the transcript column with --column (`column=` in Python)."
 
 
 def iter_transcripts(source, column: str = "text") -> Iterator[str]:
@@ -200,13 +260,13 @@ def iter_transcripts(source, column: str = "text") -> Iterator[str]:
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
             if column not in (reader.fieldnames or []):
-                raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); pass `column=`.")
+                raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); {_COLUMN_HINT}")
             texts = (row[column] for row in reader)
         elif suffix in (".jsonl", ".json"):
             texts = (_json_field(line, column, path, number) for number, line in enumerate(handle, 1) if line.strip())
         else:
             texts = (line.rstrip("\r\n") for line in handle)
-        yield from (text for text in texts if text and text.strip())
+        yield from filter(is_transcript, texts)
 
 
 def _json_field(line: str, column: str, path: Path, number: int) -> str:
@@ -217,7 +277,7 @@ def _json_field(line: str, column: str, path: Path, number: int) -> str:
             f"Line {number} of {path} is not JSON ({error}); manifests hold one object per line."
         ) from error
     if not isinstance(record, dict) or column not in record:
-        raise ValueError(f"Line {number} of {path} has no {column!r} field; pass `column=`.")
+        raise ValueError(f"Line {number} of {path} has no {column!r} field; {_COLUMN_HINT}")
     return record[column]
 
 
@@ -230,9 +290,11 @@ def _iter_dataset_column(dataset, column: str) -> Iterator[str]:
             "(for a DatasetDict, pick a split, e.g. dataset['train'])."
         )
     if dataset.column_names is not None and column not in dataset.column_names:
-        raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}); pass `column=`.")
+        raise ValueError(
+            f"The dataset has no {column!r} column (columns: {dataset.column_names}); {_COLUMN_HINT}"
+        )
     for batch in dataset.select_columns([column]).iter(batch_size=1000):
-        yield from (text for text in batch[column] if text and text.strip())
+        yield from filter(is_transcript, batch[column])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,12 +339,23 @@ def main(argv: list[str] | None = None) -> int:
 
             yield from iter_transcripts(datasets.load_dataset(args.dataset, split=args.split), args.column)
 
-    tokenizer = train_ctal_tokenizer(
-        texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency, show_progress=args.progress
-    )
+    try:
+        tokenizer = train_ctal_tokenizer(
+            texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency, show_progress=args.progress
+        )
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        sources = [*args.inputs, *([f"--dataset {args.dataset}"] if args.dataset else [])]
+        sys.exit(f"ctal-train-tokenizer: {error} Inputs: {', '.join(sources)}; nothing was saved.")
     tokenizer.save_pretrained(args.output_dir)
     print(f"Saved a CTAL tokenizer with {len(tokenizer)} entries to {args.output_dir}")
     return 0
 
 
-__all__ = ["CTALTokenizer", "ctal_normalizer", "iter_transcripts", "train_ctal_tokenizer"]
+__all__ = [
+    "CTALTokenizer",
+    "check_transcripts",
+    "ctal_normalizer",
+    "is_transcript",
+    "iter_transcripts",
+    "train_ctal_tokenizer",
+]

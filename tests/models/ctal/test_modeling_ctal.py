@@ -179,6 +179,71 @@ def test_input_errors():
         pre(**batch, mcam_labels=batch["audio_features"])
 
 
+def bad_inputs(batch):
+    """(overrides of a batch of 2 texts x 9 tokens and 2 utterances x 24 frames, expected message) pairs."""
+    ids = batch["input_ids"]
+    return [
+        (
+            {"audio_features": batch["audio_features"][:1], "audio_attention_mask": batch["audio_attention_mask"][:1]},
+            r"`audio_features` hold 1 utterances \(shape \(1, 24, 160\)\) but `input_ids` hold 2 texts "
+            r"\(shape \(2, 9\)\): pass one transcript per utterance",
+        ),
+        (
+            {"input_ids": ids.masked_fill(ids == ids[0, 3], VOCAB)},
+            rf"`input_ids` hold ids from 0 to {VOCAB}, outside the model's vocabulary \[0, {VOCAB}\)",
+        ),
+        (
+            {"input_ids": ids.masked_fill(ids == ids[0, 3], -1)},
+            rf"`input_ids` hold ids from -1 to \d+, outside the model's vocabulary \[0, {VOCAB}\)",
+        ),
+        (
+            {"attention_mask": batch["attention_mask"][:, :8]},
+            r"`attention_mask` has shape \(2, 8\) but `input_ids` has shape \(2, 9\): .* shape \(2, 9\)",
+        ),
+        (
+            {"attention_mask": batch["attention_mask"][:, None, :]},
+            r"`attention_mask` has shape \(2, 1, 9\) but `input_ids` has shape \(2, 9\)",
+        ),
+        (
+            {"audio_attention_mask": batch["audio_attention_mask"][:, :20]},
+            r"`audio_attention_mask` has shape \(2, 20\) but `audio_features` have shape \(2, 24, 160\): .* "
+            r"shape \(2, 24\)",
+        ),
+        ({"input_ids": ids.float()}, r"`input_ids` must be integer token ids of shape \(batch, text_length\)"),
+        ({"input_ids": ids[0]}, r"`input_ids` must be integer token ids .* got shape \(9,\)"),
+    ]
+
+
+@pytest.mark.parametrize("cls", [CTALModel, CTALForPreTraining, CTALForSequenceClassification])
+def test_inconsistent_inputs_name_the_tensors(cls):
+    model = make_model(cls)
+    batch = make_batch()
+    for overrides, message in bad_inputs(batch):
+        with pytest.raises(ValueError, match=message):
+            model(**{**batch, **overrides})
+    with pytest.raises(ValueError, match="`audio_attention_mask` was given without `audio_features`"):
+        make_model(CTALModel)(input_ids=batch["input_ids"], audio_attention_mask=batch["audio_attention_mask"])
+
+
+def test_pretraining_targets_must_match_the_inputs():
+    model = make_model(CTALForPreTraining)
+    batch = make_batch()
+    mask = batch["audio_attention_mask"].bool()
+    for overrides, message in [
+        ({"labels": batch["input_ids"][:, :5]}, r"`labels` has shape \(2, 5\) but `input_ids` has shape \(2, 9\)"),
+        (
+            {"mcam_labels": batch["audio_features"][:, :10], "mcam_label_mask": mask},
+            r"`mcam_labels` has shape \(2, 10, 160\) but `audio_features` has shape \(2, 24, 160\)",
+        ),
+        (
+            {"mcam_labels": batch["audio_features"], "mcam_label_mask": mask[:, :10]},
+            r"`mcam_label_mask` has shape \(2, 10\) .* expected \(2, 24\)",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model(**batch, **overrides)
+
+
 # ---------------------------------------------------------------------------------------------- masking
 
 

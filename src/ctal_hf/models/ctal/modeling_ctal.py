@@ -17,7 +17,7 @@ from transformers.activations import ACT2FN
 from transformers.masking_utils import causal_mask_function, create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ctal import STACK_FIELDS, CTALConfig
@@ -214,11 +214,6 @@ class CTALAudioEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.audio_hidden_dropout_prob)
 
     def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
-        if audio_features.ndim != 3 or audio_features.shape[-1] != self.projection.in_features:
-            raise ValueError(
-                f"`audio_features` must have shape (batch, frames, {self.projection.in_features}), "
-                f"got {tuple(audio_features.shape)}; compute them with `CTALFeatureExtractor`."
-            )
         length = audio_features.shape[1]
         if length > self.position_embeddings.num_embeddings:
             raise ValueError(
@@ -393,6 +388,7 @@ class CTALModel(CTALPreTrainedModel):
         )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        self._check_inputs(input_ids, attention_mask, audio_features, audio_attention_mask, inputs_embeds)
         if output_attentions and self.config._attn_implementation != "eager":
             logger.warning_once(
                 f"`output_attentions=True` needs `attn_implementation='eager'`; with "
@@ -434,6 +430,58 @@ class CTALModel(CTALPreTrainedModel):
             audio_attentions=audio_attentions,
             cross_attentions=cross_attentions,
         )
+
+
+    def _check_inputs(self, input_ids, attention_mask, audio_features, audio_attention_mask, inputs_embeds) -> None:
+        """Errors naming the tensors and their shapes for inputs that would otherwise fail deep inside the model (a
+        reshape or index error) or be read wrongly. Shapes only, plus one reduction over the token ids (the only
+        check that reads values, and so the only one that waits for the device)."""
+        text_name, text = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
+        if input_ids is not None:
+            if input_ids.ndim != 2 or input_ids.is_floating_point() or input_ids.is_complex():
+                raise ValueError(
+                    f"`input_ids` must be integer token ids of shape (batch, text_length), got shape "
+                    f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}; tokenise the text with `CTALProcessor`."
+                )
+            vocab_size = self.text_embeddings.word_embeddings.num_embeddings
+            torch_compilable_check(
+                ((input_ids >= 0) & (input_ids < vocab_size)).all(),
+                lambda: f"`input_ids` hold ids from {int(input_ids.min())} to {int(input_ids.max())}, outside the "
+                f"model's vocabulary [0, {vocab_size}) (`vocab_size`): tokenise with the tokenizer saved with this "
+                "model, or build the model with that tokenizer's `len(tokenizer)` as `vocab_size`.",
+            )
+        elif inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.text_hidden_size:
+            raise ValueError(
+                f"`inputs_embeds` must have shape (batch, text_length, {self.config.text_hidden_size}), got "
+                f"{tuple(inputs_embeds.shape)}."
+            )
+        batch_size, text_length = text.shape[:2]
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch_size, text_length):
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `{text_name}` has shape "
+                f"{tuple(text.shape)}: the mask needs one entry per token, shape ({batch_size}, {text_length})."
+            )
+        if audio_features is None:
+            if audio_attention_mask is not None:
+                raise ValueError("`audio_attention_mask` was given without `audio_features`; pass both or neither.")
+            return
+        if audio_features.ndim != 3 or audio_features.shape[-1] != self.config.audio_feature_size:
+            raise ValueError(
+                f"`audio_features` must have shape (batch, frames, {self.config.audio_feature_size}), got "
+                f"{tuple(audio_features.shape)}; compute them with `CTALFeatureExtractor`."
+            )
+        if audio_features.shape[0] != batch_size:
+            raise ValueError(
+                f"`audio_features` hold {audio_features.shape[0]} utterances (shape {tuple(audio_features.shape)}) "
+                f"but `{text_name}` hold {batch_size} texts (shape {tuple(text.shape)}): pass one transcript per "
+                "utterance, in the same order."
+            )
+        if audio_attention_mask is not None and tuple(audio_attention_mask.shape) != tuple(audio_features.shape[:2]):
+            raise ValueError(
+                f"`audio_attention_mask` has shape {tuple(audio_attention_mask.shape)} but `audio_features` have "
+                f"shape {tuple(audio_features.shape)}: the mask needs one entry per frame, shape "
+                f"{tuple(audio_features.shape[:2])}."
+            )
 
 
 class CTALPredictionTransform(nn.Module):
@@ -579,6 +627,16 @@ class CTALForPreTraining(CTALPreTrainedModel):
         """
         if (mcam_labels is None) != (mcam_label_mask is None):
             raise ValueError("Pass `mcam_labels` and `mcam_label_mask` together (targets and the frames they cover).")
+        text = input_ids if input_ids is not None else inputs_embeds
+        targets = [("labels", labels, text, 2, "input_ids")]
+        targets += [("mcam_labels", mcam_labels, audio_features, 3, "audio_features")]
+        targets += [("mcam_label_mask", mcam_label_mask, audio_features, 2, "audio_features")]
+        for name, target, source, dims, source_name in targets:
+            if target is not None and source is not None and tuple(target.shape) != tuple(source.shape[:dims]):
+                raise ValueError(
+                    f"`{name}` has shape {tuple(target.shape)} but `{source_name}` has shape {tuple(source.shape)}; "
+                    f"expected {tuple(source.shape[:dims])} (build the batch with `DataCollatorForCTALPretraining`)."
+                )
         outputs = self.ctal(
             input_ids=input_ids,
             attention_mask=attention_mask,

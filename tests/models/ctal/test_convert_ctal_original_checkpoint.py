@@ -14,7 +14,10 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import shlex
+import subprocess
 import sys
 import types
 from collections import OrderedDict
@@ -525,6 +528,53 @@ def test_cli_reports_a_bad_checkpoint_by_key(tmp_path, original):
     with pytest.raises(SystemExit, match=r"acoustic_model\.am_head\.layer_norm\.weight"):
         main([str(tmp_path / "bad.ckpt"), str(tmp_path / "out"), "--tokenizer_dir", str(original.tokenizer)])
     assert not (tmp_path / "out").exists()
+
+
+def unreadable_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (a file torch cannot read as a checkpoint, the expected reason)."""
+    torch.save({"semantic_model": {"w": torch.zeros(64)}}, folder / "whole.ckpt")
+    whole = (folder / "whole.ckpt").read_bytes()
+    (folder / "truncated.ckpt").write_bytes(whole[: len(whole) // 2])
+    torch.save({"w": torch.zeros(64)}, folder / "legacy.ckpt", _use_new_zipfile_serialization=False)
+    legacy = (folder / "legacy.ckpt").read_bytes()
+    (folder / "truncated_legacy.ckpt").write_bytes(legacy[:40])
+    (folder / "empty.ckpt").write_bytes(b"")
+    (folder / "random.ckpt").write_bytes(bytes(range(256)) * 8)
+    (folder / "plain.pkl").write_bytes(pickle.dumps({"semantic_model": {"w": [0.0]}}))
+    return {
+        "truncated": (folder / "truncated.ckpt", r"a truncated or damaged zip archive \(\d+ bytes\)"),
+        "truncated_legacy": (folder / "truncated_legacy.ckpt", "a truncated or damaged checkpoint .* legacy format"),
+        "empty": (folder / "empty.ckpt", r"the file is empty \(0 bytes\)"),
+        "random": (folder / "random.ckpt", "not a torch.save checkpoint"),
+        "plain_pickle": (folder / "plain.pkl", "a plain pickle, not a torch.save checkpoint"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "truncated_legacy", "empty", "random", "plain_pickle"])
+def test_unreadable_checkpoints_are_one_line_naming_the_file(tmp_path, kind):
+    path, reason = unreadable_files(tmp_path)[kind]
+    with pytest.raises(OriginalCheckpointError, match=f"^Cannot read {re.escape(str(path))}: {reason}") as error:
+        load_original_checkpoint(path)
+    assert error.value.__suppress_context__ and "weights_only" not in str(error.value)
+    with pytest.raises(SystemExit, match=f"^ctal-convert-original: Cannot read .*{path.name}: {reason}"):
+        main([str(path), str(tmp_path / "out"), "--tokenizer_dir", str(tmp_path)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_on_a_plain_pickle_prints_one_line(tmp_path):
+    path, _ = unreadable_files(tmp_path)["plain_pickle"]
+    command = [sys.executable, "-m", "ctal_hf.models.ctal.convert_ctal_original_checkpoint", str(path),
+               str(tmp_path / "out"), "--tokenizer_dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"ctal-convert-original: Cannot read {path}: a plain pickle")
+    assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a folder; pass the original checkpoint file in it"):
+        load_original_checkpoint(tmp_path)
 
 
 def test_untied_mlm_decoder_converts_exactly_with_a_warning(tmp_path, original, caplog):

@@ -28,6 +28,8 @@ import functools
 import logging
 import pickle
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,26 +172,64 @@ def _restricted_pickle_module(stubbed: set[str]) -> SimpleNamespace:
     return SimpleNamespace(__name__="ctal_hf.restricted_pickle", Unpickler=RestrictedUnpickler, load=load)
 
 
+# The first bytes of torch's legacy (pre-1.6, non-zip) format: its magic number pickled with protocol 2.
+LEGACY_TORCH_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+
+
+def _why_unreadable(path: Path) -> str:
+    """What a file that `torch.load` cannot read looks like, in words, from its size and first bytes."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with path.open("rb") as handle:
+        head = handle.read(len(LEGACY_TORCH_HEADER))
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return f"a truncated or damaged zip archive ({size} bytes) in torch.save's format; copy it again"
+        return "a zip archive that is not a complete torch.save checkpoint (damaged, or written by another tool)"
+    if head == LEGACY_TORCH_HEADER:
+        return f"a truncated or damaged checkpoint ({size} bytes) in torch's legacy format; copy it again"
+    if head[:1] == b"\x80":  # the PROTO opcode that starts every pickle of protocol 2 or later
+        return "a plain pickle, not a torch.save checkpoint; load it with pickle and save it with torch.save"
+    return "not a torch.save checkpoint (neither torch's zip format nor its legacy format)"
+
+
 def load_original_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an original checkpoint without executing code from it. Tries `torch.load(weights_only=True)` first; a file
     with other pickled objects (a full training checkpoint) is read with the restricted unpickler, and each unknown
-    global becomes an `OriginalObjectPlaceholder`. Returns the unpickled dict."""
+    global becomes an `OriginalObjectPlaceholder`. Returns the unpickled dict.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        OriginalCheckpointError: the file cannot be read as a torch.save checkpoint (empty, truncated, a plain
+            pickle, other bytes; the message says which), or it does not hold a dict.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder; pass the original checkpoint file in it (e.g. states-*.ckpt).")
     if not path.is_file():
         raise FileNotFoundError(f"No original CTAL checkpoint at {path}.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        stubbed: set[str] = set()
-        checkpoint = torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module(stubbed)
-        )
-        logger.info(
-            "%s holds pickled objects besides tensors; read with a restricted unpickler that left these as inert "
-            "placeholders (never imported or called): %s",
-            path,
-            ", ".join(sorted(stubbed)),
-        )
+        try:
+            with warnings.catch_warnings():
+                # A plain pickle (rejected below with its own message) makes torch warn about its protocol first.
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            stubbed: set[str] = set()
+            checkpoint = torch.load(
+                path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module(stubbed)
+            )
+            logger.info(
+                "%s holds pickled objects besides tensors; read with a restricted unpickler that left these as inert "
+                "placeholders (never imported or called): %s",
+                path,
+                ", ".join(sorted(stubbed)),
+            )
+    # Unpickling arbitrary bytes can fail with almost any exception type (EOFError, KeyError, UnicodeDecodeError,
+    # RuntimeError from the zip reader, ...); torch's own messages suggest `weights_only=False`, which is unsafe here.
+    except Exception:
+        raise OriginalCheckpointError(f"Cannot read {path}: {_why_unreadable(path)}.") from None
     if not isinstance(checkpoint, Mapping):
         raise OriginalCheckpointError(f"{path} holds a {type(checkpoint).__name__}, not the original checkpoint dict.")
     return dict(checkpoint)

@@ -282,6 +282,70 @@ def test_split_needs_a_split_column(corpus):
         load_speech_dataset(hub_style_dataset(corpus), split="train")
 
 
+@pytest.fixture
+def online_without_network(monkeypatch):
+    """Online mode, but `datasets.load_dataset` fails the test: nothing here may reach the network."""
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_speech_dataset asked the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_network)
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("./my_corpus", "it is a path, not a Hub dataset id"),
+        ("~/no_such_corpus_here", "it is a path, not a Hub dataset id"),
+        ("corpora/libri/train", "it is a path, not a Hub dataset id"),
+        ("my_corpus.tsv", "its extension .tsv names a file"),
+        ("my_corpus.txt", "its extension .txt names a file"),
+    ],
+)
+def test_a_mistyped_local_name_fails_at_once(online_without_network, monkeypatch, tmp_path, name, reason):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^No such file or folder: '.*' \({reason}.*\)\. A dataset source "
+                       r"\(--dataset\) is a manifest file .* a Hub dataset id such as openslr/librispeech_asr"):
+        load_speech_dataset(name)
+
+
+def test_a_name_under_a_local_folder_is_local(online_without_network, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No such file or folder: 'data/my_corpus' \('data' is a local folder\)"):
+        load_speech_dataset("data/my_corpus")
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_offline_a_missing_name_fails_at_once(online_without_network, monkeypatch, tmp_path, variable):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(FileNotFoundError, match=rf"No such file or folder: 'my_corpus' \({variable} is set, so the "
+                       r"Hub is not asked\)\. A dataset source \(--dataset\) is"):
+        load_speech_dataset("my_corpus")
+
+
+def test_a_name_on_neither_disk_nor_hub(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def hub_says_no(name, *args, **kwargs):  # what datasets raises for an unknown id, without a network call
+        asked.append(name)
+        raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", hub_says_no)
+    with pytest.raises(FileNotFoundError, match=r"'my_corpus' is neither a local file or folder nor a dataset on the "
+                       r"Hub \(Dataset 'my_corpus' doesn't exist on the Hub\)\. A dataset source"):
+        load_speech_dataset("my_corpus")
+    assert asked == ["my_corpus"]
+
+
 def test_unrecognised_folder(tmp_path):
     with pytest.raises(ValueError, match="neither a LibriSpeech folder"):
         load_speech_dataset(tmp_path)

@@ -47,7 +47,9 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
+from datasets.exceptions import DatasetNotFoundError
 from datasets.fingerprint import Hasher
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from datasets.utils.tqdm import tqdm
 from transformers.utils import logging
 
@@ -68,6 +70,13 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_COLUMNS = ("audio", "text")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+# Extensions that mark a name as a local file, never a Hub dataset id.
+LOCAL_SUFFIXES = (*MANIFEST_SUFFIXES, ".txt", ".parquet", ".arrow", ".flac", ".wav", ".mp3", ".zip", ".tar", ".gz")
+SOURCE_FORMS = (
+    "A dataset source (--dataset) is a manifest file (.csv, .tsv, .jsonl or .json with audio and text columns), a "
+    "LibriSpeech folder (SPEAKER/CHAPTER/*.trans.txt), a folder written by Dataset.save_to_disk, or a Hub dataset id "
+    "such as openslr/librispeech_asr; examples/run_pretraining.py also takes 'demo'."
+)
 
 
 # ------------------------------------------------------------------------------------------ columns
@@ -283,6 +292,27 @@ def _normalize_datasets_source(
     return dataset
 
 
+def _why_not_on_the_hub(name: str) -> str | None:
+    """Why `name`, which is no local file or folder, is not looked up on the Hub either; None if it may be a Hub id.
+    Asking the Hub without a network takes datasets about 35 s of retries, for a name that is usually a typo."""
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").upper() in datasets.config.ENV_VARS_TRUE_VALUES:
+            return f"{variable} is set, so the Hub is not asked"
+    if datasets.config.HF_HUB_OFFLINE:
+        return "datasets is in offline mode, so the Hub is not asked"
+    suffix = Path(name).suffix.lower()
+    if suffix in LOCAL_SUFFIXES:
+        return f"its extension {suffix} names a file, not a Hub dataset"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return "it is a path, not a Hub dataset id (NAME or OWNER/NAME)"
+    owner = name.partition("/")[0]
+    if "/" in name and Path(owner).is_dir():
+        return f"'{owner}' is a local folder"
+    return None
+
+
 def load_speech_dataset(
     source: str | os.PathLike | datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict,
     split: str | None = None,
@@ -297,7 +327,10 @@ def load_speech_dataset(
     Args:
         source: a manifest file (`.csv`, `.tsv`, `.jsonl`, `.json`), a LibriSpeech folder, a folder
             written by `Dataset.save_to_disk`, a `datasets` Dataset / IterableDataset / DatasetDict, or
-            a Hub id (e.g. `"openslr/librispeech_asr"`, loaded with `datasets.load_dataset`).
+            a Hub id (e.g. `"openslr/librispeech_asr"`, loaded with `datasets.load_dataset`). A name that is
+            no local file or folder and looks like a path (`./x`, `~/x`, `a/b/c`, an extension such as `.csv`),
+            or any such name in offline mode (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`), raises a
+            FileNotFoundError at once instead of being looked up on the Hub.
         split: for a manifest or a dataset with a `split` column, the rows of that split; for a
             LibriSpeech folder, a subfolder such as `"train-clean-100"`; for a DatasetDict or Hub id,
             the split name (e.g. `"train.clean.100"`).
@@ -317,7 +350,7 @@ def load_speech_dataset(
         dataset = _normalize_datasets_source(source, split)
     else:
         path = Path(source).expanduser()
-        if path.is_file() or path.suffix.lower() in MANIFEST_SUFFIXES:
+        if path.is_file() or (path.suffix.lower() in MANIFEST_SUFFIXES and path.exists()):
             dataset = load_manifest(path, split, skip_unreadable=skip_unreadable)
         elif path.is_dir() and next(path.rglob("*.trans.txt"), None) is not None:
             dataset = load_librispeech_folder(path, split, skip_unreadable=skip_unreadable)
@@ -329,7 +362,17 @@ def load_speech_dataset(
                 "save_to_disk. Pass a manifest file, a LibriSpeech folder or a dataset."
             )
         else:
-            hub = datasets.load_dataset(str(source), config_name, split=split, streaming=streaming, **load_dataset_kwargs)
+            reason = _why_not_on_the_hub(str(source))
+            if reason is not None:
+                raise FileNotFoundError(f"No such file or folder: '{path}' ({reason}). {SOURCE_FORMS}")
+            try:
+                hub = datasets.load_dataset(
+                    str(source), config_name, split=split, streaming=streaming, **load_dataset_kwargs
+                )
+            except DatasetNotFoundError as error:
+                raise FileNotFoundError(
+                    f"'{source}' is neither a local file or folder nor a dataset on the Hub ({error}). {SOURCE_FORMS}"
+                ) from None
             dataset = _normalize_datasets_source(hub, None)
     if streaming and isinstance(dataset, datasets.Dataset):
         dataset = dataset.to_iterable_dataset()

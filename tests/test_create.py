@@ -88,9 +88,10 @@ def test_parse_overrides():
 def test_tokenizer_folder_checks(tmp_path, tokenizer_dir):
     with pytest.raises(FileNotFoundError, match="vocab.json"):
         load_tokenizer(tmp_path)
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(ValueError, match=r"only 100 word embeddings \(`vocab_size`\): use the tokenizer saved with "
+                       r"the model, or build the model with vocab_size=\d+"):
         build_processor(tokenizer_dir, CTALConfig(vocab_size=100, **SMALL))
-    with pytest.raises(ValueError, match="mask_token_id"):
+    with pytest.raises(ValueError, match="mask_token_id is 4 but the model's is 7: use the tokenizer saved with"):
         build_processor(tokenizer_dir, CTALConfig(mask_token_id=7, **SMALL))
     processor = build_processor(tokenizer_dir, CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL))
     assert processor.tokenizer.model_max_length == 64 and processor.feature_extractor.max_frames == 100

@@ -113,7 +113,9 @@ def audio_num_samples(source: AudioSource, sampling_rate: int = 16000) -> int:
     missing or unreadable files.
     """
     if isinstance(source, Mapping) and source.get("array") is not None:
-        num_samples, rate = len(source["array"]), source["sampling_rate"]
+        num_samples, rate = len(source["array"]), source.get("sampling_rate")
+        if rate is None:
+            raise AudioDecodeError(f"Audio '{_audio_name(source)}': an in-memory array needs a 'sampling_rate'.")
     else:
         opened, name = _open_source(source)
         try:

@@ -58,13 +58,16 @@ def processor_for_config(tokenizer: CTALTokenizer, config: CTALConfig) -> CTALPr
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} "
-            "word embeddings (`vocab_size`)."
+            "word embeddings (`vocab_size`): use the tokenizer saved with the model, or build the model with "
+            f"vocab_size={len(tokenizer)}."
         )
     # The config's special ids must agree with the tokenizer's.
     for name in SPECIAL_TOKEN_NAMES:
         if getattr(tokenizer, name) != getattr(config, name):
             raise ValueError(
-                f"The tokenizer's {name} is {getattr(tokenizer, name)} but the model's is {getattr(config, name)}."
+                f"The tokenizer's {name} is {getattr(tokenizer, name)} but the model's is {getattr(config, name)}: "
+                "use the tokenizer saved with the model (CTAL's special tokens are <s>=0 <pad>=1 </s>=2 <unk>=3 "
+                "<mask>=4)."
             )
     feature_extractor = CTALFeatureExtractor(max_frames=config.max_audio_frames)
     if feature_extractor.feature_size != config.audio_feature_size:

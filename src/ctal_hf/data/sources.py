@@ -70,6 +70,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_COLUMNS = ("audio", "text")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+# How a fix by skipping is spelled, for the command line first (run_pretraining.py) and for Python callers.
+SKIP_HINT = "pass --skip_unreadable (skip_unreadable=True in Python) to skip such files with a warning counting them."
 # Extensions that mark a name as a local file, never a Hub dataset id.
 LOCAL_SUFFIXES = (*MANIFEST_SUFFIXES, ".txt", ".parquet", ".arrow", ".flac", ".wav", ".mp3", ".zip", ".tar", ".gz")
 SOURCE_FORMS = (
@@ -118,8 +120,7 @@ def _drop_missing_files(rows: dict[str, list], skip_unreadable: bool, source: st
     if not skip_unreadable:
         raise FileNotFoundError(
             f"{source}: {len(missing)} of {len(rows['audio'])} audio files do not exist, e.g. {examples}. Fix the "
-            "paths (relative manifest paths are resolved against the manifest's folder) or pass "
-            "skip_unreadable=True to skip them."
+            f"paths (relative manifest paths are resolved against the manifest's folder) or {SKIP_HINT}"
         )
     logger.warning(f"{source}: skipped {len(missing)} of {len(rows['audio'])} rows whose audio file is missing, e.g. {examples}.")
     dropped = set(missing)
@@ -390,13 +391,19 @@ def _read_usable_audio(
     audio: Any, feature_extractor: Any, *, decode: bool, skip_unreadable: bool
 ) -> np.ndarray | int | None:
     """The waveform (`decode=True`) or the number of samples (`decode=False`, from the header) of `audio` at the
-    feature extractor's rate. Audio that is missing, undecodable or shorter than one analysis window raises an error
-    naming it, or with `skip_unreadable` gives `None` with a warning."""
+    feature extractor's rate. Audio that is missing, undecodable, shorter than one analysis window or (decoded) holds
+    NaN or infinite samples raises an error naming it, or with `skip_unreadable` gives `None` with a warning."""
     rate = feature_extractor.sampling_rate
     try:
         if decode:
             result = load_audio(audio, rate)
             num_samples = len(result)
+            finite = np.isfinite(result)
+            if not finite.all():
+                raise AudioDecodeError(
+                    f"Audio '{_audio_name(audio)}' contains NaN or infinite samples (first at sample "
+                    f"{int(np.argmin(finite))})."
+                )
         else:
             result = num_samples = audio_num_samples(audio, rate)
         if num_samples < feature_extractor.min_num_samples:
@@ -406,7 +413,7 @@ def _read_usable_audio(
             )
     except (FileNotFoundError, AudioDecodeError) as error:
         if not skip_unreadable:
-            raise
+            raise type(error)(f"{error} Fix or remove the file, or {SKIP_HINT}") from None
         logger.warning(f"Skipping unreadable audio: {error}")
         return None
     return result

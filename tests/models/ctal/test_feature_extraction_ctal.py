@@ -349,6 +349,14 @@ def test_a_2d_array_is_a_batch(extractor):
             r"pass it in a list, `\[audio\]`",
         ),
         ([], {"sampling_rate": SR}, ValueError, "No audio given"),
+        (
+            {"array": make_audio(4000), "sampling_rate": SR},
+            {"sampling_rate": SR},
+            ValueError,
+            r"Audio 0 is a dict \(keys \['array', 'sampling_rate'\]\).* `extractor\(item\['array'\], "
+            r"sampling_rate=item\['sampling_rate'\]\)`",
+        ),
+        (b"RIFF....WAVE", {"sampling_rate": SR}, ValueError, "Audio 0 is encoded bytes: pass a path to the file"),
         ("/no/such/file.wav", {}, FileNotFoundError, "No audio file at '/no/such/file.wav'"),
         (make_audio(4000), {"sampling_rate": SR, "padding": False}, ValueError, "always returns a padded batch"),
     ],

@@ -21,7 +21,7 @@ the same features in training (`CTALFeatureTransform`) as at inference (`process
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -555,6 +555,13 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
 
 def _as_float64_tensor(item, index: int) -> torch.Tensor:
     """An in-memory utterance as a float64 tensor, rejecting integer PCM and other non-float data."""
+    if isinstance(item, Mapping):
+        raise ValueError(
+            f"Audio {index} is a dict (keys {sorted(item)}), e.g. a decoded `datasets` audio item: pass its samples "
+            "and rate, `extractor(item['array'], sampling_rate=item['sampling_rate'])`, or its file path."
+        )
+    if isinstance(item, (bytes, bytearray)):
+        raise ValueError(f"Audio {index} is encoded bytes: pass a path to the file, or decoded float samples.")
     if isinstance(item, torch.Tensor):
         tensor = item.detach()
     else:

@@ -145,6 +145,14 @@ def test_iter_transcripts(tmp_path):
     assert list(iter_transcripts(tmp_path / "manifest.csv")) == ["Hello, there"]
     assert list(iter_transcripts(str(tmp_path / "manifest.tsv"))) == ["Tab separated"]
     assert list(iter_transcripts(tmp_path / "manifest.jsonl")) == ["json one", "json two"]
+    # A .json array of objects, as load_speech_dataset reads it.
+    (tmp_path / "array.json").write_text('[\n {"text": "array one"},\n {"text": ""},\n {"text": "two"}\n]\n')
+    assert list(iter_transcripts(tmp_path / "array.json")) == ["array one", "two"]
+    with pytest.raises(ValueError, match="Record 1 of .*array.json has no 'sentence' field"):
+        list(iter_transcripts(tmp_path / "array.json", column="sentence"))
+    (tmp_path / "broken.json").write_text('[{"text": "a"},\n')
+    with pytest.raises(ValueError, match="broken.json is not a valid JSON array"):
+        list(iter_transcripts(tmp_path / "broken.json"))
     dataset = datasets.Dataset.from_dict({"sentence": ["from a dataset", ""], "id": [1, 2]})
     assert list(iter_transcripts(dataset, column="sentence")) == ["from a dataset"]
     assert list(iter_transcripts(dataset.to_iterable_dataset(), column="sentence")) == ["from a dataset"]

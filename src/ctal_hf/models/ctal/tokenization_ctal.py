@@ -246,7 +246,7 @@ def iter_transcripts(source, column: str = "text") -> Iterator[str]:
 
     - a `datasets.Dataset` or `datasets.IterableDataset`: its `column`;
     - a `.csv` / `.tsv` manifest with a header row: its `column`;
-    - a `.jsonl` / `.json` manifest with one JSON object per line: its `column`;
+    - a `.jsonl` / `.json` manifest with one JSON object per line (or a `.json` array of objects): its `column`;
     - any other file: plain text, one transcript per line.
     """
     if not isinstance(source, (str, os.PathLike)):
@@ -262,7 +262,16 @@ def iter_transcripts(source, column: str = "text") -> Iterator[str]:
             if column not in (reader.fieldnames or []):
                 raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); {_COLUMN_HINT}")
             texts = (row[column] for row in reader)
+        elif suffix == ".json" and handle.read().lstrip().startswith("["):
+            # A JSON array of objects, which `load_speech_dataset` reads too.
+            handle.seek(0)
+            try:
+                records = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not a valid JSON array ({error}).") from None
+            texts = (_record_field(record, column, f"Record {n} of {path}") for n, record in enumerate(records, 1))
         elif suffix in (".jsonl", ".json"):
+            handle.seek(0)
             texts = (_json_field(line, column, path, number) for number, line in enumerate(handle, 1) if line.strip())
         else:
             texts = (line.rstrip("\r\n") for line in handle)
@@ -274,10 +283,14 @@ def _json_field(line: str, column: str, path: Path, number: int) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"Line {number} of {path} is not JSON ({error}); manifests hold one object per line."
-        ) from error
+            f"Line {number} of {path} is not JSON ({error}); manifests hold one object per line, or one JSON array."
+        ) from None
+    return _record_field(record, column, f"Line {number} of {path}")
+
+
+def _record_field(record: Any, column: str, where: str) -> str:
     if not isinstance(record, dict) or column not in record:
-        raise ValueError(f"Line {number} of {path} has no {column!r} field; {_COLUMN_HINT}")
+        raise ValueError(f"{where} has no {column!r} field; {_COLUMN_HINT}")
     return record[column]
 
 

@@ -57,8 +57,9 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
     Every recipe choice is a saved parameter, so e.g. the 25 ms / 10 ms / `n_fft=400` variant of the original config
     is `CTALFeatureExtractor(win_length=400, hop_length=160, n_fft=400)`.
 
-    All utterances of a call are computed together (one `torch.stft` over the batch) and the result equals computing
-    them one by one: each utterance is padded with its own samples, and deltas and CMVN only see its valid frames.
+    The utterances of a call are computed together (batched `torch.stft`s, grouped to bound memory; an utterance
+    longer than a group in chunks of frames) and the result equals computing them one by one: each utterance is padded
+    with its own samples, and deltas and CMVN only see its valid frames.
     The computation runs in float64 (on `device`): float32 spectra are off by up to ~1e-4 in the log-mel of pure
     tones, whose low-energy bins `log(mel + 1e-6)` exposes. The returned features are float32. A dimension that is
     constant over an utterance (digital silence; the deltas of an utterance of at most `delta_width` frames) gets 0

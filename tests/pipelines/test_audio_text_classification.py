@@ -2,6 +2,7 @@
 and the speech-recognition route with a tiny random transformers ASR model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,6 +224,15 @@ def test_speech_recognition_route(classifier_dir, asr_dir, wav_files):
     # A given transcript is used as is, even with a recogniser at hand; mixed batches keep each input's form.
     mixed = pipe([{"audio": wav_files[0], "text": TEXTS[0]}, {"audio": wav_files[1]}], batch_size=2)
     assert isinstance(mixed[0], list) and mixed[1]["transcript"] == transcripts[1]
+
+
+def test_an_empty_asr_transcript_is_named(classifier_dir, asr_dir, wav_files, monkeypatch):
+    asr = pipeline("automatic-speech-recognition", model=str(asr_dir), device="cpu")
+    monkeypatch.setattr(type(asr), "__call__", lambda self, inputs, **kwargs: {"text": "  "})  # silence
+    pipe = pipeline("audio-text-classification", model=str(classifier_dir), device="cpu")
+    with pytest.raises(ValueError, match=rf"asr_model heard no words in the audio '.*{Path(wav_files[0]).name}' .* give the "
+                       "input's transcript as 'text'"):
+        pipe(wav_files[0], asr_model=asr)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -162,6 +162,12 @@ class AudioTextClassificationPipeline(Pipeline):
             asr_rate = asr_model.feature_extractor.sampling_rate
             speech = waveform if asr_rate == self.sampling_rate else self._decode(audio, sampling_rate, asr_rate)
             transcript = text = asr_model({"raw": speech.astype(np.float32), "sampling_rate": asr_rate})["text"].strip()
+            if not transcript:
+                where = f"'{os.fspath(audio)}'" if isinstance(audio, (str, os.PathLike)) else "of an input"
+                raise ValueError(
+                    f"asr_model heard no words in the audio {where} (an empty transcript): give the input's "
+                    "transcript as 'text', or leave the input out."
+                )
         return {"audio": waveform, "text": text, "transcript": transcript}
 
     def _collate(self, items: Sequence[dict]) -> dict:

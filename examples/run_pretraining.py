@@ -31,12 +31,13 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from ctal_hf import CTALConfig, CTALForPreTraining
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS
 from ctal_hf.create import load_tokenizer, parse_overrides, processor_for_config
-from ctal_hf.data.sources import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
+from ctal_hf.data.features import CTALFeatureTransform, add_length_column, precompute_features
+from ctal_hf.data.sources import iter_transcripts, load_speech_dataset
 from ctal_hf.data.collator import DataCollatorForCTALPretraining
 from ctal_hf.data.demo_corpus import build_demo_corpus
 from ctal_hf.training.hub import check_hub_reachable, push_checkpoint_to_hub
 from ctal_hf.training.model_card import write_model_card
-from ctal_hf.models.ctal.tokenization_ctal import iter_transcripts, train_ctal_tokenizer
+from ctal_hf.models.ctal.tokenization_ctal import train_ctal_tokenizer
 from ctal_hf.training.trainer import CTALPreTrainingTrainer
 
 

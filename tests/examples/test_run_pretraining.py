@@ -186,10 +186,10 @@ def test_persistent_workers_with_seeded_masks_are_refused(corpus, tiny_config, t
 
 @pytest.mark.parametrize("mode", ["drop", "truncate"])
 def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, monkeypatch):
-    import ctal_hf.data.sources
+    import ctal_hf.data.features
 
     warnings = []
-    monkeypatch.setattr(ctal_hf.data.sources.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
+    monkeypatch.setattr(ctal_hf.data.features.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
     data_log = tmp_path / "seen"
     # 150 frames = 1.9 s: the demo utterances are 1-4 s long, so some are over the limit.
     run_pretraining.main(run_args(corpus, tiny_config, tmp_path / mode, "--max_steps", "6", "--long_audio", mode,

@@ -7,13 +7,12 @@ import re
 import runpy
 from pathlib import Path
 
-import datasets
 import pytest
 from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, RobertaTokenizer
 
 from ctal_hf import CTALConfig, CTALTokenizer, train_ctal_tokenizer
-from ctal_hf.models.ctal.tokenization_ctal import ctal_normalizer, iter_transcripts, main
+from ctal_hf.models.ctal.tokenization_ctal import ctal_normalizer, main
 
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,31 +133,6 @@ def test_trained_tokenizer_round_trips(trained, corpus, tmp_path):
         assert tokenizer(texts)["input_ids"] == trained(texts)["input_ids"]
         assert tokenizer.backend_tokenizer.normalizer.normalize_str("A.B") == "a b"
         assert tokenizer.mask_token_id == 4 and tokenizer.pad_token_id == 1
-
-
-def test_iter_transcripts(tmp_path):
-    (tmp_path / "lines.txt").write_text("FIRST ONE\n\nsecond one\n", encoding="utf-8")
-    (tmp_path / "manifest.csv").write_text('path,text\na.wav,"Hello, there"\nb.wav,\n', encoding="utf-8")
-    (tmp_path / "manifest.tsv").write_text("path\ttext\na.wav\tTab separated\n", encoding="utf-8")
-    (tmp_path / "manifest.jsonl").write_text('{"text": "json one"}\n\n{"text": "json two"}\n', encoding="utf-8")
-    assert list(iter_transcripts(tmp_path / "lines.txt")) == ["FIRST ONE", "second one"]
-    assert list(iter_transcripts(tmp_path / "manifest.csv")) == ["Hello, there"]
-    assert list(iter_transcripts(str(tmp_path / "manifest.tsv"))) == ["Tab separated"]
-    assert list(iter_transcripts(tmp_path / "manifest.jsonl")) == ["json one", "json two"]
-    dataset = datasets.Dataset.from_dict({"sentence": ["from a dataset", ""], "id": [1, 2]})
-    assert list(iter_transcripts(dataset, column="sentence")) == ["from a dataset"]
-    assert list(iter_transcripts(dataset.to_iterable_dataset(), column="sentence")) == ["from a dataset"]
-
-    with pytest.raises(ValueError, match="has no 'transcript' column"):
-        list(iter_transcripts(tmp_path / "manifest.csv", column="transcript"))
-    with pytest.raises(ValueError, match="Line 1 of .* has no 'sentence' field"):
-        list(iter_transcripts(tmp_path / "manifest.jsonl", column="sentence"))
-    with pytest.raises(ValueError, match="The dataset has no 'text' column"):
-        list(iter_transcripts(dataset))
-    with pytest.raises(TypeError, match="pick a split"):
-        list(iter_transcripts(datasets.DatasetDict({"train": dataset})))
-    with pytest.raises(FileNotFoundError, match="No transcript file"):
-        list(iter_transcripts(tmp_path / "missing.txt"))
 
 
 def test_bad_arguments_raise():

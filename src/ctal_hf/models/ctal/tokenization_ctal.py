@@ -8,20 +8,24 @@ was used through RoBERTa's tokenizer with `add_prefix_space=False` after this no
     text = " ".join(word.lower() for word in re.split(" +", re.sub(r"[\\.,\\?\\!]", " ", text)))
 
 `CTALTokenizer` carries the same normalisation as a `tokenizers` normaliser, so it is saved with the tokenizer and
-applied by every loader. This module also trains new tokenizers (`train_ctal_tokenizer`, CLI `ctal-train-tokenizer`).
+applied by every loader. This module also trains new tokenizers (`train_ctal_tokenizer`, CLI `ctal-train-tokenizer`);
+`ctal_hf.data.sources.iter_transcripts` reads transcripts from files, manifests and datasets for it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+import datasets
 from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, trainers
 from transformers import RobertaTokenizer
+
+from ...data.sources import iter_transcripts
 
 
 # In id order: the trainer assigns ids 0..4 in this order, as in the released vocabulary.
@@ -152,8 +156,8 @@ def train_ctal_tokenizer(
     """Train a CTAL tokenizer (byte-level BPE with the original normalisation, section 4.1) on transcripts.
 
     Args:
-        texts: an iterable (e.g. a generator) of transcripts; see `iter_transcripts` to read files or a `datasets`
-            column. They are normalised (lowercase, `.,?!` removed) before counting, as at encoding time.
+        texts: an iterable (e.g. a generator) of transcripts; `ctal_hf.iter_transcripts` reads them from files,
+            manifests or a `datasets` column. They are normalised (lowercase, `.,?!` removed) before counting, as at encoding time.
         vocab_size: size of the vocabulary, special tokens and the 256 byte symbols included (30,000 in the paper).
         min_frequency: merges seen fewer times are not learned.
         show_progress: show the `tokenizers` progress bar.
@@ -181,62 +185,7 @@ def train_ctal_tokenizer(
     return CTALTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
 
 
-def iter_transcripts(source, column: str = "text") -> Iterator[str]:
-    """Yield the non-empty transcripts of `source`:
-
-    - a `datasets.Dataset` or `datasets.IterableDataset`: its `column`;
-    - a `.csv` / `.tsv` manifest with a header row: its `column`;
-    - a `.jsonl` / `.json` manifest with one JSON object per line: its `column`;
-    - any other file: plain text, one transcript per line.
-    """
-    if not isinstance(source, (str, os.PathLike)):
-        yield from _iter_dataset_column(source, column)
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"No transcript file at {path}.")
-    suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            if column not in (reader.fieldnames or []):
-                raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); pass `column=`.")
-            texts = (row[column] for row in reader)
-        elif suffix in (".jsonl", ".json"):
-            texts = (_json_field(line, column, path, number) for number, line in enumerate(handle, 1) if line.strip())
-        else:
-            texts = (line.rstrip("\r\n") for line in handle)
-        yield from (text for text in texts if text and text.strip())
-
-
-def _json_field(line: str, column: str, path: Path, number: int) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"Line {number} of {path} is not JSON ({error}); manifests hold one object per line."
-        ) from error
-    if not isinstance(record, dict) or column not in record:
-        raise ValueError(f"Line {number} of {path} has no {column!r} field; pass `column=`.")
-    return record[column]
-
-
-def _iter_dataset_column(dataset, column: str) -> Iterator[str]:
-    import datasets  # only when a dataset is given: importing it takes seconds
-
-    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
-        raise TypeError(
-            f"Cannot read transcripts from a {type(dataset).__name__}: pass a file path or a datasets.Dataset "
-            "(for a DatasetDict, pick a split, e.g. dataset['train'])."
-        )
-    if dataset.column_names is not None and column not in dataset.column_names:
-        raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}); pass `column=`.")
-    for batch in dataset.select_columns([column]).iter(batch_size=1000):
-        yield from (text for text in batch[column] if text and text.strip())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`ctal-train-tokenizer`: train a CTAL tokenizer on transcript files or a `datasets` dataset and save it."""
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ctal-train-tokenizer",
         description=(
@@ -248,13 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "inputs",
         nargs="*",
-        help="transcript files: .csv/.tsv (header row) or .jsonl/.json (one object per line) manifests, read from "
-        "--column; any other file is plain text with one transcript per line",
+        help="transcript files: .csv/.tsv/.jsonl/.json manifests (the text column, or --column), any other file "
+        "plain text with one transcript per line",
     )
     parser.add_argument("--dataset", help="also read a `datasets` dataset: a name or folder for datasets.load_dataset")
     parser.add_argument("--split", default="train", help="split of --dataset (default: train)")
     parser.add_argument(
-        "--column", default="text", help="transcript column of manifests and --dataset (default: text)"
+        "--column", help="transcript column of manifests and --dataset (default: the text column, e.g. text)"
     )
     # Underscored and dashed spellings both work, whichever style a user types from the other commands.
     parser.add_argument(
@@ -268,21 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.inputs and args.dataset is None:
         parser.error("give transcript files and/or --dataset")
+    return args
 
-    def texts() -> Iterator[str]:
-        for path in args.inputs:
-            yield from iter_transcripts(path, args.column)
-        if args.dataset is not None:
-            import datasets
 
-            yield from iter_transcripts(datasets.load_dataset(args.dataset, split=args.split), args.column)
-
-    tokenizer = train_ctal_tokenizer(
-        texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency, show_progress=args.progress
-    )
+def main(argv: list[str] | None = None) -> int:
+    """`ctal-train-tokenizer` (and `examples/train_tokenizer.py`): train a CTAL tokenizer on transcripts and save it."""
+    args = _parse_arguments(argv)
+    sources = [*args.inputs, *([datasets.load_dataset(args.dataset, split=args.split)] if args.dataset else [])]
+    texts = itertools.chain.from_iterable(iter_transcripts(source, args.column) for source in sources)
+    tokenizer = train_ctal_tokenizer(texts, args.vocab_size, args.min_frequency, show_progress=args.progress)
     tokenizer.save_pretrained(args.output_dir)
     print(f"Saved a CTAL tokenizer with {len(tokenizer)} entries to {args.output_dir}")
     return 0
 
 
-__all__ = ["CTALTokenizer", "ctal_normalizer", "iter_transcripts", "train_ctal_tokenizer"]
+__all__ = ["CTALTokenizer", "ctal_normalizer", "train_ctal_tokenizer"]

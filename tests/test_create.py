@@ -8,8 +8,10 @@ import pytest
 from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
-from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_overrides
+from ctal_hf.create import create_checkpoint, main, parse_overrides
 from ctal_hf.models.ctal.configuration_ctal import CTALConfig
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
+from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer
 
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
@@ -89,10 +91,11 @@ def test_tokenizer_folder_checks(tmp_path, tokenizer_dir):
     with pytest.raises(FileNotFoundError, match="vocab.json"):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="vocab_size"):
-        build_processor(tokenizer_dir, CTALConfig(vocab_size=100, **SMALL))
+        processor_for_config(load_tokenizer(tokenizer_dir), CTALConfig(vocab_size=100, **SMALL))
     with pytest.raises(ValueError, match="mask_token_id"):
-        build_processor(tokenizer_dir, CTALConfig(mask_token_id=7, **SMALL))
-    processor = build_processor(tokenizer_dir, CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL))
+        processor_for_config(load_tokenizer(tokenizer_dir), CTALConfig(mask_token_id=7, **SMALL))
+    config = CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL)
+    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     assert processor.tokenizer.model_max_length == 64 and processor.feature_extractor.max_frames == 100
 
 

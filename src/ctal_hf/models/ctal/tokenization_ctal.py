@@ -185,6 +185,20 @@ def train_ctal_tokenizer(
     return CTALTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
 
 
+def load_tokenizer(folder: str | os.PathLike) -> CTALTokenizer:
+    """A `CTALTokenizer` from a folder holding the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer
+    (or processor) folder."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        return CTALTokenizer.from_pretrained(folder)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return CTALTokenizer.from_original_files(folder)
+    raise FileNotFoundError(
+        f"{folder} holds neither a saved tokenizer (tokenizer.json) nor the original vocab.json + merges.txt "
+        "(folder tokenizer/libri-roberta_train-960 of the original code)."
+    )
+
+
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ctal-train-tokenizer",
@@ -231,4 +245,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CTALTokenizer", "ctal_normalizer", "train_ctal_tokenizer"]
+__all__ = ["CTALTokenizer", "ctal_normalizer", "load_tokenizer", "train_ctal_tokenizer"]

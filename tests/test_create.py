@@ -105,3 +105,14 @@ def test_full_size_preset(tmp_path, monkeypatch, tokenizer_dir):
     create_checkpoint("ctal-large", tokenizer_dir)
     model = AutoModel.from_pretrained("ctal-large")
     assert model.num_parameters() > 120_000_000 and model.config.text_num_hidden_layers == 6
+
+
+def test_in_memory_the_preset_is_one_from_config_call(tmp_path, tokenizer_dir):
+    """README: `AutoModel.from_config(CTALConfig.from_preset(...))` is the model `create` writes, minus the files."""
+    folder = create_checkpoint("ctal-base", tokenizer_dir, tmp_path / "ctal-base", **SMALL)
+    in_memory = AutoModel.from_config(CTALConfig.from_preset("ctal-base", **SMALL))
+    saved = AutoModel.from_pretrained(folder)
+    saved_config = {k: v for k, v in saved.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+    assert type(in_memory) is type(saved) and in_memory.config.to_diff_dict() == saved_config
+    shapes = [{key: value.shape for key, value in model.state_dict().items()} for model in (in_memory, saved)]
+    assert shapes[0] == shapes[1]

@@ -243,3 +243,9 @@ def test_iter_transcripts(tmp_path):
         list(iter_transcripts(datasets.DatasetDict({"train": dataset})))
     with pytest.raises(FileNotFoundError, match="No transcript file"):
         list(iter_transcripts(tmp_path / "missing.txt"))
+
+
+def test_transcripts_of_a_manifest_follow_the_loaders_column_rules(corpus):
+    """The tokenizer trainer reads a manifest as the loaders do: here the text is in an aliased `transcription`."""
+    for manifest in (write_csv_manifest(corpus), write_jsonl_manifest(corpus)):
+        assert list(iter_transcripts(manifest)) == load_speech_dataset(manifest)["text"]

@@ -48,8 +48,8 @@ def folder_digest(folder: Path) -> dict[str, tuple[str, float]]:
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A fake Hub behind huggingface_hub's HTTP client, whose request hook (offline mode) is kept: it records every
-    request, creates repos, accepts README metadata, and serves the files committed so far, answering 404 `EntryNotFound`
-    for the others as the Hub does. Only `HfApi.create_commit` (pre-upload, LFS, commit) is replaced, by a recorder of
+    request, creates repos, accepts README metadata, and serves the files committed so far, answering 404
+    `EntryNotFound` for the others as the Hub does. Only `HfApi.create_commit` (pre-upload, LFS, commit) is replaced, by a recorder of
     the files; `upload_folder` reaches it with the Xet transfer switched off (`HF_HUB_DISABLE_XET`)."""
     record = SimpleNamespace(repos={}, commits=[], requests=[])
 

@@ -241,7 +241,7 @@ def render_published_card(name: str) -> str:
 
 
 def main() -> None:
-    """`python -m ctal_hf.training.model_card [FOLDER]`: re-render `FOLDER/<preset>/README.md` (default: model_cards)."""
+    """`python -m ctal_hf.training.model_card [FOLDER]`: re-render `FOLDER/<preset>/README.md` (FOLDER: model_cards)."""
     for name in CTAL_PRESETS:
         ModelCard(render_published_card(name)).save(Path(*sys.argv[1:2] or ["model_cards"], name, "README.md"))
 

@@ -19,6 +19,9 @@ pickled global into an inert `OriginalObjectPlaceholder` without importing or ca
 
 Usage:
     ctal-convert-original states-1000000.ckpt ctal-base --tokenizer_dir tokenizer/libri-roberta_train-960 --verify
+
+Over 500 lines on purpose: as transformers' `convert_*_original_*` scripts, one file describes the whole original format
+(safe loading, config mapping, the complete weight table, verification), which only the converter uses.
 """
 
 from __future__ import annotations
@@ -633,7 +636,7 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`ctal-convert-original`: `convert_original_checkpoint` from the command line; errors end it with their message."""
+    """`ctal-convert-original`: `convert_original_checkpoint` from the command line, ending on errors with their text."""
     args = _parse_arguments(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:

@@ -157,7 +157,8 @@ def train_ctal_tokenizer(
 
     Args:
         texts: an iterable (e.g. a generator) of transcripts; `ctal_hf.iter_transcripts` reads them from files,
-            manifests or a `datasets` column. They are normalised (lowercase, `.,?!` removed) before counting, as at encoding time.
+            manifests or a `datasets` column. They are normalised (lowercase, `.,?!` removed) before counting, as at
+            encoding time.
         vocab_size: size of the vocabulary, special tokens and the 256 byte symbols included (30,000 in the paper).
         min_frequency: merges seen fewer times are not learned.
         show_progress: show the `tokenizers` progress bar.

@@ -239,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     """`ctal-train-tokenizer` (and `examples/train_tokenizer.py`): train a CTAL tokenizer on transcripts and save it."""
     args = _parse_arguments(argv)
     sources = [*args.inputs, *([datasets.load_dataset(args.dataset, split=args.split)] if args.dataset else [])]
-    texts = itertools.chain.from_iterable(iter_transcripts(source, args.column) for source in sources)
-    tokenizer = train_ctal_tokenizer(texts, args.vocab_size, args.min_frequency, show_progress=args.progress)
+    tokenizer = train_ctal_tokenizer(
+        itertools.chain.from_iterable(iter_transcripts(source, args.column) for source in sources),
+        args.vocab_size, args.min_frequency, show_progress=args.progress,
+    )  # fmt: skip
     tokenizer.save_pretrained(args.output_dir)
     print(f"Saved a CTAL tokenizer with {len(tokenizer)} entries to {args.output_dir}")
     return 0

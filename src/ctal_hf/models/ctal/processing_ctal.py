@@ -114,10 +114,7 @@ class CTALProcessor(ProcessorMixin):
         )
         too_long = [index for index, encoding in enumerate(encoded.encodings) if encoding.overflowing]
         if too_long and not truncation:
-            raise ValueError(
-                f"Texts {too_long} have more than max_length={max_length} tokens (the model's text positions); "
-                "shorten them or pass truncation=True to keep their first tokens."
-            )
+            raise _too_long("Texts", too_long, f"max_length={max_length} tokens", "text positions", "tokens")
         if too_long:
             logger.warning(f"Texts {too_long} have more than {max_length} tokens; keeping the first {max_length}.")
         return dict(encoded)
@@ -132,11 +129,17 @@ class CTALProcessor(ProcessorMixin):
         if not truncation and num_frames.max() > max_audio_frames:
             too_long = [index for index, count in enumerate(num_frames.tolist()) if count > max_audio_frames]
             seconds = max_audio_frames * self.feature_extractor.hop_length / self.feature_extractor.sampling_rate
-            raise ValueError(
-                f"Audio {too_long} have more than max_audio_frames={max_audio_frames} frames (the model's audio "
-                f"positions, {seconds:g} s); shorten them or pass truncation=True to keep their first frames."
-            )
+            limit = f"max_audio_frames={max_audio_frames} frames"
+            raise _too_long("Audio", too_long, limit, f"audio positions, {seconds:g} s", "frames")
         return dict(features)
+
+
+def _too_long(inputs: str, indices: list[int], limit: str, positions: str, units: str) -> ValueError:
+    """The error for inputs over the model's positions with `truncation=False`."""
+    return ValueError(
+        f"{inputs} {indices} have more than {limit} (the model's {positions}); shorten them or pass truncation=True "
+        f"to keep their first {units}."
+    )
 
 
 def processor_for_config(tokenizer: CTALTokenizer, config: "CTALConfig") -> CTALProcessor:

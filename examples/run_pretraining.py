@@ -30,13 +30,15 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from ctal_hf import CTALConfig, CTALForPreTraining
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS
-from ctal_hf.create import load_tokenizer, parse_overrides, processor_for_config
-from ctal_hf.data.sources import CTALFeatureTransform, add_length_column, load_speech_dataset, precompute_features
+from ctal_hf.create import parse_overrides
+from ctal_hf.data.features import CTALFeatureTransform, add_length_column, precompute_features
+from ctal_hf.data.sources import iter_transcripts, load_speech_dataset
 from ctal_hf.data.collator import DataCollatorForCTALPretraining
 from ctal_hf.data.demo_corpus import build_demo_corpus
 from ctal_hf.training.hub import check_hub_reachable, push_checkpoint_to_hub
 from ctal_hf.training.model_card import write_model_card
-from ctal_hf.models.ctal.tokenization_ctal import iter_transcripts, train_ctal_tokenizer
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
+from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer, train_ctal_tokenizer
 from ctal_hf.training.trainer import CTALPreTrainingTrainer
 
 
@@ -106,10 +108,6 @@ class DataArguments:
                   "the authors' pre-training did) or 'truncate' them."},
     )
     demo_num_utterances: int = field(default=300, metadata={"help": "Size of the demo corpus (with --dataset demo)."})
-    data_log_dir: str | None = field(
-        default=None,
-        metadata={"help": "Debugging: each process writes a hash of every training utterance it sees to this folder."},
-    )
 
 
 @dataclass
@@ -131,15 +129,10 @@ class PreTrainingArguments(TrainingArguments):
     )
 
 
-def config_overrides(overrides: str | None) -> dict:
-    """The comma-separated `key=value` pairs of `--config_overrides`, checked against CTALConfig's fields."""
-    return parse_overrides(filter(None, (overrides or "").split(",")))
-
-
 def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
-    """Apply `--config_overrides` to a config (before the model is built from it) and re-validate it."""
-    for key, value in config_overrides(overrides).items():
-        setattr(config, key, value)
+    """Apply `--config_overrides` (comma-separated `key=value`, as in transformers' run_mlm.py) to a config before the
+    model is built from it, and re-validate it."""
+    parse_overrides(filter(None, (overrides or "").split(",")), config)
     config.validate_ctal()
     return config
 
@@ -244,12 +237,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if model_args.model_name_or_path:
         # Overrides reach the config before the model is built; one that changes a weight's shape fails to load.
+        config = apply_overrides(CTALConfig.from_pretrained(model_args.model_name_or_path), model_args.config_overrides)
         model = CTALForPreTraining.from_pretrained(
-            model_args.model_name_or_path,
-            attn_implementation=model_args.attn_implementation,
-            **config_overrides(model_args.config_overrides),
+            model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation
         )
-        model.config.validate_ctal()
     else:
         config = build_config(model_args, vocab_size=len(tokenizer))
         model = CTALForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
@@ -289,7 +280,6 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
-        data_log_dir=data_args.data_log_dir,
     )
 
     result = trainer.train(resume_from_checkpoint=checkpoint)

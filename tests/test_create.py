@@ -8,8 +8,10 @@ import pytest
 from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALModel, CTALProcessor, train_ctal_tokenizer
-from ctal_hf.create import build_processor, create_checkpoint, load_tokenizer, main, parse_overrides
+from ctal_hf.create import create_checkpoint, main, parse_overrides
 from ctal_hf.models.ctal.configuration_ctal import CTALConfig
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
+from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer
 
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
@@ -90,10 +92,11 @@ def test_tokenizer_folder_checks(tmp_path, tokenizer_dir):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match=r"only 100 word embeddings \(`vocab_size`\): use the tokenizer saved with "
                        r"the model, or build the model with vocab_size=\d+"):
-        build_processor(tokenizer_dir, CTALConfig(vocab_size=100, **SMALL))
+        processor_for_config(load_tokenizer(tokenizer_dir), CTALConfig(vocab_size=100, **SMALL))
     with pytest.raises(ValueError, match="mask_token_id is 4 but the model's is 7: use the tokenizer saved with"):
-        build_processor(tokenizer_dir, CTALConfig(mask_token_id=7, **SMALL))
-    processor = build_processor(tokenizer_dir, CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL))
+        processor_for_config(load_tokenizer(tokenizer_dir), CTALConfig(mask_token_id=7, **SMALL))
+    config = CTALConfig(max_position_embeddings=64, max_audio_frames=100, **SMALL)
+    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     assert processor.tokenizer.model_max_length == 64 and processor.feature_extractor.max_frames == 100
 
 
@@ -103,3 +106,14 @@ def test_full_size_preset(tmp_path, monkeypatch, tokenizer_dir):
     create_checkpoint("ctal-large", tokenizer_dir)
     model = AutoModel.from_pretrained("ctal-large")
     assert model.num_parameters() > 120_000_000 and model.config.text_num_hidden_layers == 6
+
+
+def test_in_memory_the_preset_is_one_from_config_call(tmp_path, tokenizer_dir):
+    """README: `AutoModel.from_config(CTALConfig.from_preset(...))` is the model `create` writes, minus the files."""
+    folder = create_checkpoint("ctal-base", tokenizer_dir, tmp_path / "ctal-base", **SMALL)
+    in_memory = AutoModel.from_config(CTALConfig.from_preset("ctal-base", **SMALL))
+    saved = AutoModel.from_pretrained(folder)
+    saved_config = {k: v for k, v in saved.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+    assert type(in_memory) is type(saved) and in_memory.config.to_diff_dict() == saved_config
+    shapes = [{key: value.shape for key, value in model.state_dict().items()} for model in (in_memory, saved)]
+    assert shapes[0] == shapes[1]

@@ -18,14 +18,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .audio import AudioDecodeError, audio_num_samples, load_audio
 from .data.collator import DataCollatorForCTALPretraining
-from .data.sources import (
-    CTALFeatureTransform,
-    add_length_column,
-    load_librispeech_folder,
-    load_manifest,
-    load_speech_dataset,
-    precompute_features,
-)
+from .data.features import CTALFeatureTransform, add_length_column, precompute_features
+from .data.sources import iter_transcripts, load_librispeech_folder, load_manifest, load_speech_dataset
 from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
 from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
 from .models.ctal.modeling_ctal import (
@@ -77,6 +71,7 @@ __all__ = [
     "DataCollatorForCTALPretraining",
     "add_length_column",
     "audio_num_samples",
+    "iter_transcripts",
     "load_audio",
     "load_librispeech_folder",
     "load_manifest",

@@ -68,7 +68,7 @@ def _open_source(source: Any) -> tuple[Any, str]:
 def load_audio(source: AudioSource, sampling_rate: int = 16000) -> np.ndarray:
     """Decodes one audio item to a mono float64 waveform `(num_samples,)` at `sampling_rate`.
 
-    The package's one decoder: `CTALFeatureExtractor` reads file paths with it and `ctal_hf.data.sources`
+    The package's one decoder: `CTALFeatureExtractor` reads file paths with it and `ctal_hf.data.features`
     (`CTALFeatureTransform`) reads dataset rows with it, so training and inference see the same samples.
 
     Accepts a file path, raw encoded bytes, a binary file-like object (read from its current position), a datasets

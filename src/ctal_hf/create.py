@@ -5,14 +5,14 @@
 writes `./ctal-large/`, so that (with `import ctal_hf`) `AutoModel.from_pretrained("ctal-large")` and
 `AutoProcessor.from_pretrained("ctal-large")` work from that working directory. **The weights are random**: the folder
 is the architecture, config and processor in `from_pretrained` form (for tests, pipelines, or as the starting point of
-`examples/run_pretraining.py`), not a pre-trained model. Pre-trained weights come from the converter
-(`ctal-convert-original`), from pre-training, or from the Hub (`<org>/ctal-large`).
+`examples/run_pretraining.py`), not a pre-trained model; in memory, `AutoModel.from_config(CTALConfig.from_preset(...))`
+gives the same model. Pre-trained weights come from the converter (`ctal-convert-original`), from pre-training, or from
+the Hub (`<org>/ctal-large`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,61 +21,14 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .models.ctal.configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig
-from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
+from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
 from .models.ctal.modeling_ctal import CTALForPreTraining
-from .models.ctal.processing_ctal import CTALProcessor
-from .models.ctal.tokenization_ctal import CTALTokenizer
+from .models.ctal.processing_ctal import processor_for_config
+from .models.ctal.tokenization_ctal import load_tokenizer
 from .training.model_card import write_model_card
 
 
 logger = hf_logging.get_logger(__name__)
-
-def load_tokenizer(tokenizer_dir: str | Path) -> CTALTokenizer:
-    """A `CTALTokenizer` from a folder holding the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer
-    (or processor) folder."""
-    folder = Path(tokenizer_dir)
-    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
-        return CTALTokenizer.from_pretrained(folder)
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return CTALTokenizer.from_original_files(folder)
-    raise FileNotFoundError(
-        f"{folder} holds neither a saved tokenizer (tokenizer.json) nor the original vocab.json + merges.txt "
-        "(folder tokenizer/libri-roberta_train-960 of the original code)."
-    )
-
-
-def build_processor(tokenizer_dir: str | Path, config: CTALConfig) -> CTALProcessor:
-    """The processor of a model with `config`, with the tokenizer of `tokenizer_dir` (see `processor_for_config`)."""
-    return processor_for_config(load_tokenizer(tokenizer_dir), config)
-
-
-def processor_for_config(tokenizer: CTALTokenizer, config: CTALConfig) -> CTALProcessor:
-    """The processor of a model with `config`: `tokenizer` (checked against the config's vocabulary and special ids)
-    and the feature extractor with the original recipe, both truncating to the model's positions."""
-    # The processor truncates to this; a converted checkpoint has 510 text positions, not the tokenizer's 512.
-    tokenizer.model_max_length = config.max_position_embeddings
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} "
-            "word embeddings (`vocab_size`): use the tokenizer saved with the model, or build the model with "
-            f"vocab_size={len(tokenizer)}."
-        )
-    # The config's special ids must agree with the tokenizer's.
-    for name in SPECIAL_TOKEN_NAMES:
-        if getattr(tokenizer, name) != getattr(config, name):
-            raise ValueError(
-                f"The tokenizer's {name} is {getattr(tokenizer, name)} but the model's is {getattr(config, name)}: "
-                "use the tokenizer saved with the model (CTAL's special tokens are <s>=0 <pad>=1 </s>=2 <unk>=3 "
-                "<mask>=4)."
-            )
-    feature_extractor = CTALFeatureExtractor(max_frames=config.max_audio_frames)
-    if feature_extractor.feature_size != config.audio_feature_size:
-        raise ValueError(
-            f"The feature extractor produces {feature_extractor.feature_size}-dimensional frames but the model expects "
-            f"{config.audio_feature_size} (`audio_feature_size`)."
-        )
-    return CTALProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
 def _check_config_keys(keys: Iterable[str]) -> None:
@@ -90,21 +43,26 @@ def _check_config_keys(keys: Iterable[str]) -> None:
         )
 
 
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """Config overrides from `key=value` items, each value read as JSON when possible (`3`, `0.1`, `true`), else as a
-    string. Raises a `ValueError` for an item without `=` and one listing the keys that are neither `CTALConfig`
-    fields nor its shortcut properties (`hidden_size`, ...)."""
-    overrides = {}
+def parse_overrides(items: Iterable[str], config: CTALConfig | None = None) -> dict[str, Any]:
+    """Apply `key=value` config overrides to `config` (default: a fresh `CTALConfig`, only to type the values) with
+    `PreTrainedConfig.update_from_string`, which reads each value as the type of the field's current value (`3`,
+    `0.1`, `true`, `gelu`), and return them as a dict. Raises a `ValueError` for an item without `=`, one listing the
+    keys that are neither `CTALConfig` fields nor its shortcut properties (`hidden_size`, ...), and one naming a value
+    that does not fit its field."""
+    pairs = []
     for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not key:
             raise ValueError(f"Overrides are key=value, got {item!r}.")
+        pairs.append((key, value))
+    _check_config_keys(key for key, _ in pairs)
+    config = CTALConfig() if config is None else config
+    for key, value in pairs:
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    _check_config_keys(overrides)
-    return overrides
+            config.update_from_string(f"{key}={value}")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Config override {key}={value}: {error}") from None
+    return {key: getattr(config, key) for key, _ in pairs}
 
 
 def create_checkpoint(
@@ -120,7 +78,7 @@ def create_checkpoint(
     (default: `./<preset>`). Returns the folder."""
     _check_config_keys(overrides)
     config = CTALConfig.from_preset(preset, **overrides)
-    processor = build_processor(tokenizer_dir, config)
+    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     output_dir = Path(output_dir or preset)
     torch.manual_seed(seed)
     model = CTALForPreTraining(config)
@@ -136,7 +94,7 @@ def create_checkpoint(
     return output_dir
 
 
-def main(argv: list[str] | None = None) -> None:
+def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ctal_hf.create",
         description="Write a CTAL preset with RANDOMLY INITIALISED weights, its processor and card, so that "
@@ -159,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         help="config field to change, repeatable (e.g. --override audio_causal_self_attention=true)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _argument_parser()
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.override)

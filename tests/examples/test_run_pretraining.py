@@ -20,6 +20,7 @@ from ctal_hf.data.demo_corpus import build_demo_corpus
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 import run_pretraining  # noqa: E402
+from data_logging import log_training_data  # noqa: E402
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64, "max_audio_frames": 800}  # dropout on (0.1): resume must restore its RNG
@@ -100,8 +101,8 @@ def test_distributed_two_processes_see_different_data(corpus, tiny_config, tmp_p
     data_log = tmp_path / "data-log"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(ROOT / "examples/accelerate/cpu-2proc.yaml"), str(ROOT / "examples/run_pretraining.py"),
-        *run_args(corpus, tiny_config, tmp_path / "ddp", "--max_steps", "2", "--data_log_dir", str(data_log), "--use_cpu", "true",
+        str(ROOT / "examples/accelerate/cpu-2proc.yaml"), str(ROOT / "tests/examples/data_logging.py"), str(data_log),
+        *run_args(corpus, tiny_config, tmp_path / "ddp", "--max_steps", "2", "--use_cpu", "true",
                   "--dataloader_num_workers", "0"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -186,16 +187,16 @@ def test_persistent_workers_with_seeded_masks_are_refused(corpus, tiny_config, t
 
 @pytest.mark.parametrize("mode", ["drop", "truncate"])
 def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, monkeypatch):
-    import ctal_hf.data.sources
+    import ctal_hf.data.features
 
     warnings = []
-    monkeypatch.setattr(ctal_hf.data.sources.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
+    monkeypatch.setattr(ctal_hf.data.features.logger, "warning", lambda message, *args: warnings.append(message % args if args else message))
     data_log = tmp_path / "seen"
+    log_training_data(monkeypatch, data_log)
     # 150 frames = 1.9 s: the demo utterances are 1-4 s long, so some are over the limit.
     run_pretraining.main(run_args(corpus, tiny_config, tmp_path / mode, "--max_steps", "6", "--long_audio", mode,
                                   "--config_overrides", "max_audio_frames=150", "--validation_fraction", "0",
-                                  "--train_split", "train",
-                                  "--data_log_dir", str(data_log)))
+                                  "--train_split", "train"))
     dropped = [message for message in warnings if message.startswith("Dropped")]
     seen = set((data_log / "rank-0.txt").read_text().split())
     train_rows = 21  # the demo manifest's "train" split of 24 utterances

@@ -11,7 +11,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
 
 from ctal_hf import AudioTextClassificationPipeline, CTALConfig, CTALForSequenceClassification, load_audio
-from ctal_hf.create import processor_for_config
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
 from ctal_hf.models.ctal.tokenization_ctal import train_ctal_tokenizer
 
 

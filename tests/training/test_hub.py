@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,8 +48,9 @@ def folder_digest(folder: Path) -> dict[str, tuple[str, float]]:
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A fake Hub behind huggingface_hub's HTTP client, whose request hook (offline mode) is kept: it records every
-    request, creates repos, and serves the files committed so far, answering 404 `EntryNotFound` for the others as the
-    Hub does. Only `HfApi.create_commit` (pre-upload, LFS, commit) is replaced, by a recorder of the files."""
+    request, creates repos, accepts README metadata, and serves the files committed so far, answering 404
+    `EntryNotFound` for the others as the Hub does. Only `HfApi.create_commit` (pre-upload, LFS, commit) is replaced, by a recorder of
+    the files; `upload_folder` reaches it with the Xet transfer switched off (`HF_HUB_DISABLE_XET`)."""
     record = SimpleNamespace(repos={}, commits=[], requests=[])
 
     def answer(request):
@@ -58,6 +60,8 @@ def hub(monkeypatch, tmp_path):
             repo_id = f"{body['organization']}/{body['name']}"
             record.repos.setdefault(repo_id, {})
             return httpx.Response(200, json={"url": f"{constants.ENDPOINT}/{repo_id}"})
+        if request.url.path == "/api/validate-yaml":
+            return httpx.Response(200, json={})
         parts = request.url.path.strip("/").split("/", 4)  # <org>/<name>/resolve/<revision>/<file>
         content = record.repos.get("/".join(parts[:2]), {}).get(parts[-1]) if parts[2:3] == ["resolve"] else None
         if content is None:
@@ -72,6 +76,7 @@ def hub(monkeypatch, tmp_path):
         return SimpleNamespace(commit_url=f"https://hub.test/{repo_id}/commit/0")
 
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     transport = httpx.MockTransport(answer)
     set_client_factory(lambda: httpx.Client(transport=transport, event_hooks={"request": [hf_request_event_hook]}))
@@ -90,6 +95,17 @@ def test_push_folder_uploads_model_processor_and_card_in_one_commit(hub, checkpo
     assert commit.files["README.md"] == (checkpoint / "README.md").read_bytes()
     assert commit.files["model.safetensors"] == (checkpoint / "model.safetensors").read_bytes()
     assert folder_digest(checkpoint) == before
+
+
+def test_push_folder_leaves_out_intermediate_checkpoints_and_hidden_files(hub, checkpoint, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(checkpoint, folder)
+    for name in ("checkpoint-3/model.safetensors", ".cache/x", "_tmp/x", "runs/.hidden", "runs/_x", "runs/events.log"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    push_checkpoint_to_hub(folder, "my-org/run")
+    (commit,) = hub.commits
+    assert set(commit.files) == CHECKPOINT_FILES | {"runs/events.log"}
 
 
 def test_push_in_memory_model_with_processor(hub, checkpoint):

@@ -10,7 +10,13 @@ import yaml
 from huggingface_hub import ModelCard
 
 from ctal_hf import CTALConfig
-from ctal_hf.training.model_card import PAPER_RESULTS, render_model_card, render_published_card, write_model_card
+from ctal_hf.training.model_card import (
+    PAPER_RESULTS,
+    paper_vs_code_table,
+    render_model_card,
+    render_published_card,
+    write_model_card,
+)
 
 
 CARDS = Path(__file__).resolve().parents[2] / "model_cards"
@@ -146,3 +152,12 @@ def test_template_rejects_unknown_options():
         render_model_card(config, model_name="x", weights="finetuned")
     with pytest.raises(ValueError, match="paper_results"):
         render_model_card(config, model_name="x", paper_results="ctal-huge")
+
+
+def test_readme_paper_vs_code_table_is_the_rendered_one():
+    """README.md states the paper-vs-code table once; it must be the table every card renders."""
+    readme = (CARDS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Paper vs. released code", 1)[1].split("\n#", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table == paper_vs_code_table()
+    assert paper_vs_code_table() in render_published_card("ctal-base")

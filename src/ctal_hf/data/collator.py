@@ -23,7 +23,7 @@ import torch
 
 MCAM_MODES = ("segment", "per_frame")
 _FEATURISE_HINT = (
-    "featurise the rows first (ctal_hf.data.sources.precompute_features) or let the collator do it with "
+    "featurise the rows first (ctal_hf.data.features.precompute_features) or let the collator do it with "
     "feature_transform=CTALFeatureTransform(processor)."
 )
 
@@ -97,7 +97,7 @@ class DataCollatorForCTALPretraining:
     batches get identical masks.
 
     `feature_transform` (optional) turns raw examples into the fields above before batching, e.g.
-    `ctal_hf.data.sources.CTALFeatureTransform`: the on-the-fly route for `Trainer` that keeps the dataset
+    `ctal_hf.data.features.CTALFeatureTransform`: the on-the-fly route for `Trainer` that keeps the dataset
     itself untransformed, so its `length` column stays cheap to read for length-grouped sampling.
 
     Args:

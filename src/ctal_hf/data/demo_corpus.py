@@ -300,7 +300,7 @@ def _synthesis_worker() -> None:
         soundfile.write(job["path"], np.clip(audio, -1.0, 1.0), SAMPLING_RATE, format="FLAC", subtype="PCM_16")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ctal_hf.data.demo_corpus",
         description="Build (or find) the synthetic espeak-ng demo corpus and print the path of its manifest.",
@@ -312,7 +312,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="number of utterances (default: 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sentence generator (default: 0)")
     parser.add_argument("--synthesis-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ctal_hf.data.demo_corpus`: build the corpus and print its manifest's path (or run a synthesis worker)."""
+    args = _parse_arguments(argv)
     if args.synthesis_worker:
         _synthesis_worker()
         return

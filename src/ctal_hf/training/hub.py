@@ -3,7 +3,8 @@
 transformers' own `model.push_to_hub` / `processor.push_to_hub` work for CTAL too, but each of them uploads as
 `README.md` the card already on the Hub or, for a new repo, transformers' generic template, never a local card, and
 waits on an unresponsive Hub without a timeout. `push_checkpoint_to_hub` uploads the folder as it is, with the card
-from `ctal_hf.training.model_card`, through the same Hub calls (`HfApi.create_repo`, `HfApi.create_commit`).
+from `ctal_hf.training.model_card`, with `HfApi.create_repo` and `HfApi.upload_folder` (which leaves out intermediate
+checkpoints and hidden files, as `Trainer.push_to_hub` does).
 
 Without network it fails fast: offline mode (`HF_HUB_OFFLINE=1`) is refused before any request, and the endpoint is
 probed with a bounded timeout before anything is created, so an unreachable or silent Hub gives a clear error within
@@ -16,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.hf_api import CommitInfo
 # huggingface_hub's stable alias of the HTTP library it is built on (httpx2 today), rather than that library itself.
 from huggingface_hub.utils import get_session, httpx
@@ -28,8 +29,9 @@ from .model_card import write_model_card
 
 logger = logging.get_logger(__name__)
 
-# Not uploaded from a folder, as transformers' Trainer.push_to_hub: intermediate checkpoints and private/hidden files.
-EXCLUDED_PREFIXES = ("checkpoint-", "_", ".")
+# Not uploaded from a folder, as transformers' Trainer.push_to_hub: intermediate checkpoints and private/hidden files,
+# at any depth (the patterns are fnmatch patterns on paths relative to the folder).
+IGNORE_PATTERNS = [pattern for prefix in ("checkpoint-", "_", ".") for pattern in (f"{prefix}*", f"*/{prefix}*")]
 
 
 class HubUnreachableError(ConnectionError):
@@ -52,23 +54,16 @@ def check_hub_reachable(endpoint: str | None = None, timeout: float = 10.0) -> N
         ) from error
 
 
-def _checkpoint_files(folder: Path) -> list[Path]:
-    files = [
-        path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not any(part.startswith(EXCLUDED_PREFIXES) for part in path.relative_to(folder).parts)
-    ]
-    names = {path.relative_to(folder).as_posix() for path in files}
+def _check_checkpoint_folder(folder: Path) -> None:
     for required, hint in (
         ("config.json", "save the model with `save_pretrained`"),
-        ("README.md", "write a card with `ctal_hf.model_card.write_model_card`"),
+        ("README.md", "write a card with `ctal_hf.training.model_card.write_model_card`"),
     ):
-        if required not in names:
+        if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} has no {required}; {hint} first.")
     model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
     if model_type != "ctal":
         raise ValueError(f"{folder}/config.json is a {model_type!r} config, not a CTAL checkpoint.")
-    return files
 
 
 def push_checkpoint_to_hub(
@@ -85,7 +80,7 @@ def push_checkpoint_to_hub(
     endpoint: str | None = None,
     timeout: float = 10.0,
 ) -> CommitInfo:
-    """Upload a CTAL checkpoint to `repo_id` (created if needed) in one commit and return the commit info.
+    """Upload a CTAL checkpoint to `repo_id` (created if needed) with `HfApi.upload_folder` and return the commit info.
 
     Args:
         folder_or_model: a folder written by `save_pretrained` (converter, `ctal_hf.create`, pre-training) holding
@@ -94,7 +89,7 @@ def push_checkpoint_to_hub(
         repo_id: `<org or user>/<name>`, e.g. `my-org/ctal-large`.
         processor: the `CTALProcessor` to upload with an in-memory model (a folder already holds its processor).
         model_card: `README.md` text for an in-memory model.
-        commit_message, private, token, revision, create_pr: as in `HfApi.create_commit` / `HfApi.create_repo`.
+        commit_message, private, token, revision, create_pr: as in `HfApi.upload_folder` / `HfApi.create_repo`.
         endpoint: Hub endpoint (default: `HF_ENDPOINT` or huggingface.co).
         timeout: seconds to wait for the endpoint before giving up (`HubUnreachableError`).
     """
@@ -105,7 +100,7 @@ def push_checkpoint_to_hub(
             if processor is not None:
                 processor.save_pretrained(tmp_dir)
             if model_card is not None:
-                Path(tmp_dir, "README.md").write_text(model_card, encoding="utf-8")
+                ModelCard(model_card).save(Path(tmp_dir, "README.md"))
             else:
                 write_model_card(tmp_dir, folder_or_model.config, model_name=repo_id.split("/")[-1], repo_id=repo_id)
             return _upload(Path(tmp_dir), repo_id, commit_message, private, token, revision, create_pr, endpoint)
@@ -115,16 +110,17 @@ def push_checkpoint_to_hub(
 
 
 def _upload(folder, repo_id, commit_message, private, token, revision, create_pr, endpoint) -> CommitInfo:
-    files = _checkpoint_files(folder)
+    _check_checkpoint_folder(folder)
     api = HfApi(endpoint=endpoint, token=token, library_name="ctal_hf")
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    operations = [
-        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-        for path in files
-    ]
-    logger.info("Uploading %d files of %s to %s", len(operations), folder, repo_id)
-    return api.create_commit(
-        repo_id, operations=operations, commit_message=commit_message, revision=revision, create_pr=create_pr
+    logger.info("Uploading %s to %s", folder, repo_id)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+        ignore_patterns=IGNORE_PATTERNS,
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -28,17 +26,11 @@ class CollatorEpochCallback(TrainerCallback):
 
 class CTALPreTrainingTrainer(Trainer):
     """A `Trainer` whose logs carry `mlm_loss` and `mcam_loss` next to `loss` (and `eval_mlm_loss`,
-    `eval_mcam_loss` next to `eval_loss`), averaged over the steps since the last log and over processes.
+    `eval_mcam_loss` next to `eval_loss`), averaged over the steps since the last log and over processes."""
 
-    Args:
-        data_log_dir (`str`, *optional*): if set, each process appends one line per training example it sees
-            (a hash of its unmasked token ids) to `<data_log_dir>/rank-<process index>.txt`, to check how data is sharded.
-    """
-
-    def __init__(self, *args, data_log_dir: str | None = None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._partial_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": {}, "eval": {}}
-        self.data_log_dir = data_log_dir
         if self.args.label_names is None and hasattr(self.data_collator, "label_names"):
             # Evaluation computes a loss only when every label key is in the batch: a single-task ablation's
             # collator leaves the other task's keys out.
@@ -55,20 +47,7 @@ class CTALPreTrainingTrainer(Trainer):
                 )
             self.add_callback(CollatorEpochCallback(self.data_collator))
 
-    def _log_data(self, inputs) -> None:
-        os.makedirs(self.data_log_dir, exist_ok=True)
-        path = os.path.join(self.data_log_dir, f"rank-{self.args.process_index}.txt")
-        with open(path, "a") as handle:
-            ids = inputs["input_ids"]
-            if "labels" in inputs:  # hash the unmasked text, so one utterance always gives one line
-                ids = torch.where(inputs["labels"] != -100, inputs["labels"], ids)
-            for ids, mask in zip(ids.tolist(), inputs["attention_mask"].tolist()):
-                valid = [token for token, keep in zip(ids, mask) if keep]
-                handle.write(hashlib.sha1(str(valid).encode()).hexdigest() + "\n")
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.data_log_dir and model.training:
-            self._log_data(inputs)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         bucket = self._partial_sums["train" if model.training else "eval"]
         # As Trainer's own losses: training logs average the steps, evaluation weights each batch by its size.

@@ -7,13 +7,13 @@ import re
 import runpy
 from pathlib import Path
 
-import datasets
 import pytest
 from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, RobertaTokenizer
 
 from ctal_hf import CTALConfig, CTALTokenizer, train_ctal_tokenizer
-from ctal_hf.models.ctal.tokenization_ctal import ctal_normalizer, iter_transcripts, main
+from ctal_hf.data.sources import iter_transcripts
+from ctal_hf.models.ctal.tokenization_ctal import ctal_normalizer, main
 
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -136,39 +136,6 @@ def test_trained_tokenizer_round_trips(trained, corpus, tmp_path):
         assert tokenizer.mask_token_id == 4 and tokenizer.pad_token_id == 1
 
 
-def test_iter_transcripts(tmp_path):
-    (tmp_path / "lines.txt").write_text("FIRST ONE\n\nsecond one\n", encoding="utf-8")
-    (tmp_path / "manifest.csv").write_text('path,text\na.wav,"Hello, there"\nb.wav,\n', encoding="utf-8")
-    (tmp_path / "manifest.tsv").write_text("path\ttext\na.wav\tTab separated\n", encoding="utf-8")
-    (tmp_path / "manifest.jsonl").write_text('{"text": "json one"}\n\n{"text": "json two"}\n', encoding="utf-8")
-    assert list(iter_transcripts(tmp_path / "lines.txt")) == ["FIRST ONE", "second one"]
-    assert list(iter_transcripts(tmp_path / "manifest.csv")) == ["Hello, there"]
-    assert list(iter_transcripts(str(tmp_path / "manifest.tsv"))) == ["Tab separated"]
-    assert list(iter_transcripts(tmp_path / "manifest.jsonl")) == ["json one", "json two"]
-    # A .json array of objects, as load_speech_dataset reads it.
-    (tmp_path / "array.json").write_text('[\n {"text": "array one"},\n {"text": ""},\n {"text": "two"}\n]\n')
-    assert list(iter_transcripts(tmp_path / "array.json")) == ["array one", "two"]
-    with pytest.raises(ValueError, match="Record 1 of .*array.json has no 'sentence' field"):
-        list(iter_transcripts(tmp_path / "array.json", column="sentence"))
-    (tmp_path / "broken.json").write_text('[{"text": "a"},\n')
-    with pytest.raises(ValueError, match="broken.json is not a valid JSON array"):
-        list(iter_transcripts(tmp_path / "broken.json"))
-    dataset = datasets.Dataset.from_dict({"sentence": ["from a dataset", ""], "id": [1, 2]})
-    assert list(iter_transcripts(dataset, column="sentence")) == ["from a dataset"]
-    assert list(iter_transcripts(dataset.to_iterable_dataset(), column="sentence")) == ["from a dataset"]
-
-    with pytest.raises(ValueError, match="has no 'transcript' column .* with --column"):
-        list(iter_transcripts(tmp_path / "manifest.csv", column="transcript"))
-    with pytest.raises(ValueError, match="Line 1 of .* has no 'sentence' field"):
-        list(iter_transcripts(tmp_path / "manifest.jsonl", column="sentence"))
-    with pytest.raises(ValueError, match="The dataset has no 'text' column"):
-        list(iter_transcripts(dataset))
-    with pytest.raises(TypeError, match="pick a split"):
-        list(iter_transcripts(datasets.DatasetDict({"train": dataset})))
-    with pytest.raises(FileNotFoundError, match="No transcript file"):
-        list(iter_transcripts(tmp_path / "missing.txt"))
-
-
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="Give both the vocabulary and the merges"):
         CTALTokenizer(vocab={"<s>": 0})
@@ -201,10 +168,10 @@ def test_training_without_a_merge_warns(caplog):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    (tmp_path / "manifest.csv").write_text("path,sentence\na.wav,hi\n", encoding="utf-8")
+    (tmp_path / "manifest.csv").write_text("path,words\na.wav,hi\n", encoding="utf-8")
     for inputs, message in (
         ([str(tmp_path / "missing.txt")], "No transcript file at .*missing.txt"),
-        ([str(tmp_path / "manifest.csv")], ".*manifest.csv has no 'text' column .* with --column"),
+        ([str(tmp_path / "manifest.csv")], ".*manifest.csv' has no text column: looked for"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*inputs, "--output-dir", str(tmp_path / "out")])

@@ -19,6 +19,9 @@ pickled global into an inert `OriginalObjectPlaceholder` without importing or ca
 
 Usage:
     ctal-convert-original states-1000000.ckpt ctal-base --tokenizer_dir tokenizer/libri-roberta_train-960 --verify
+
+Over 500 lines on purpose: as transformers' `convert_*_original_*` scripts, one file describes the whole original format
+(safe loading, config mapping, the complete weight table, verification), which only the converter uses.
 """
 
 from __future__ import annotations
@@ -37,15 +40,23 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+# torch's public weights_only machinery (`torch.serialization.safe_globals`, `get_unsafe_globals_in_checkpoint`) cannot
+# keep this module's guarantee, so only the allowlist itself is taken from the private module: the weights_only
+# unpickler refuses globals of `os`, `posix`, `nt` and `sys` even when allowlisted (a pickled `os.system` call must
+# become an inert placeholder, not an error that stops the conversion), only fills dict/list objects by SETITEMS /
+# APPENDS (not placeholders of pickled dict/list subclasses), and `get_unsafe_globals_in_checkpoint` reads zip-format
+# files only (the original code's checkpoints may be in the legacy format).
 from torch._weights_only_unpickler import _get_allowed_globals
 from transformers import AutoModelForPreTraining, AutoProcessor
 from transformers.utils import logging as hf_logging
 
-from ...create import build_processor
 from ...training.hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
 from ...training.model_card import write_model_card
 from .configuration_ctal import CTAL_PRESETS, STACK_FIELDS, CTALConfig
 from .modeling_ctal import CTALForPreTraining
+from .processing_ctal import processor_for_config
+from .tokenization_ctal import load_tokenizer
 
 
 logger = hf_logging.get_logger(__name__)
@@ -489,11 +500,16 @@ def convert_original_checkpoint(
     audio_causal_self_attention: bool = True,
     model_name: str | None = None,
     verify: bool = False,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
 ) -> CTALForPreTraining:
     """Convert `checkpoint_path` (original format) into `output_dir`: `config.json`, `model.safetensors`, the processor
     (tokenizer from `tokenizer_dir`: the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer) and
     `README.md`. With `verify`, the saved folder is reloaded and run on a dummy batch (`verify_converted_model`).
-    Returns the converted model."""
+    With `push_to_hub` (a repository id), the Hub is checked before any work and the complete folder is uploaded
+    (`private` as in `HfApi.create_repo`). Returns the converted model."""
+    if push_to_hub:
+        check_hub_reachable()  # now, not after a conversion that can take minutes
     logger.info("Reading %s", checkpoint_path)
     checkpoint = load_original_checkpoint(checkpoint_path)
     original = original_state_dict(checkpoint)
@@ -510,7 +526,7 @@ def convert_original_checkpoint(
         audio_causal_self_attention=audio_causal_self_attention,
         tie_word_embeddings=tied,
     )
-    processor = build_processor(tokenizer_dir, config)
+    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
 
     model = CTALForPreTraining(config)
     state = convert_state_dict(original, config, {key: value.shape for key, value in model.state_dict().items()})
@@ -536,6 +552,11 @@ def convert_original_checkpoint(
     print_summary(model, checkpoint, output_dir)
     if verify:
         verify_converted_model(output_dir, reference=model)
+    if push_to_hub:
+        try:
+            push_checkpoint_to_hub(output_dir, push_to_hub, private=private)
+        except HubUnreachableError as error:
+            raise HubUnreachableError(f"{error} The converted folder {output_dir} is complete.") from error
     return model
 
 
@@ -611,13 +632,16 @@ def verify_converted_model(output_dir: str | Path, reference: CTALForPreTraining
     return shapes
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ctal-convert-original",
         description="Convert an original CTAL checkpoint (states-*.ckpt of github.com/Ydkwim/CTAL) into a folder that "
         "CTALForPreTraining / AutoModel.from_pretrained load. No code from the checkpoint is executed.",
     )
-    parser.add_argument("checkpoint", help="the original checkpoint file (torch.save dict with semantic_model, ...)")
+    parser.add_argument(
+        "checkpoint_path", metavar="checkpoint", help="the original checkpoint file (torch.save dict with "
+        "semantic_model, ...)"
+    )  # fmt: skip
     parser.add_argument(
         "output_dir", help="folder to write (e.g. ctal-base, so that from_pretrained('ctal-base') finds it)"
     )
@@ -647,27 +671,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     args = parser.parse_args(argv)
+    args.private = args.private or None  # unset: the Hub's default visibility
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    """`ctal-convert-original`: `convert_original_checkpoint` from the command line, ending on errors with their text."""
+    args = _parse_arguments(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        if args.push_to_hub:
-            check_hub_reachable()  # now, not after a conversion that can take minutes
-        convert_original_checkpoint(
-            args.checkpoint,
-            args.output_dir,
-            args.tokenizer_dir,
-            original_config=args.original_config,
-            audio_causal_self_attention=args.audio_causal_self_attention,
-            model_name=args.model_name,
-            verify=args.verify,
-        )
+        convert_original_checkpoint(**vars(args))
     except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError, HubUnreachableError) as error:
         sys.exit(f"ctal-convert-original: {error}")
-    if args.push_to_hub:
-        try:
-            push_checkpoint_to_hub(args.output_dir, args.push_to_hub, private=args.private or None)
-        except HubUnreachableError as error:
-            sys.exit(f"ctal-convert-original: {error} The converted folder {args.output_dir} is complete.")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ dimension to 160." The authors computed them with librosa (section 4.1); this mo
 6. `[log-mel | delta]` per frame, then per-utterance CMVN over valid frames: `(x - mean_t) / (std_t + cmvn_eps)`.
 
 `load_audio` is the package's one audio decoder (soundfile, channel average, soxr "HQ" resampling, float64): the
-extractor reads file paths with it and the data pipeline (`ctal_hf.data.sources`) reads dataset rows with it, so a file gives
-the same features in training (`CTALFeatureTransform`) as at inference (`processor(audio=path)`).
+extractor reads file paths with it and the data pipeline (`ctal_hf.data.features`) reads dataset rows with it, so a file
+gives the same features in training (`CTALFeatureTransform`) as at inference (`processor(audio=path)`).
+
+Over 500 lines on purpose: as transformers' own `feature_extraction_*.py` files, one file holds the whole recipe (input
+checks, batched and chunked STFT, mel, delta, CMVN) so that it can be read against the paper and the authors' code.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """PyTorch CTAL: a text encoder and a text-referred audio encoder (Li et al., EMNLP 2021, section 3).
 
 Shapes: B = batch, L = tokens, T = audio frames, F = audio feature size (160), H = hidden size.
+
+Over 500 lines on purpose: as transformers' own `modeling_*.py` files, one file holds a model family's layers, its
+pre-trained base class and its heads, so that the whole forward pass reads in one place.
 """
 
 from __future__ import annotations

@@ -8,24 +8,27 @@ was used through RoBERTa's tokenizer with `add_prefix_space=False` after this no
     text = " ".join(word.lower() for word in re.split(" +", re.sub(r"[\\.,\\?\\!]", " ", text)))
 
 `CTALTokenizer` carries the same normalisation as a `tokenizers` normaliser, so it is saved with the tokenizer and
-applied by every loader. This module also trains new tokenizers (`train_ctal_tokenizer`, CLI `ctal-train-tokenizer`).
+applied by every loader. This module also trains new tokenizers (`train_ctal_tokenizer`, CLI `ctal-train-tokenizer`);
+`ctal_hf.data.sources.iter_transcripts` reads transcripts from files, manifests and datasets for it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
-import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
+import datasets
 from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, trainers
 from transformers import RobertaTokenizer
 from transformers.utils import logging
+
+from ...data.sources import iter_transcripts
+from ...transcripts import is_transcript
 
 
 logger = logging.get_logger(__name__)
@@ -43,36 +46,6 @@ MAX_TEXT_TOKENS = 512
 # as in CPython's `handle_capital_sigma`.
 _CASED = r"[\p{Cased}&&\P{Case_Ignorable}]"
 _FINAL_SIGMA = Regex(rf"(?<={_CASED}\p{{Case_Ignorable}}*)Σ(?!\p{{Case_Ignorable}}*{_CASED})")
-
-
-def is_transcript(text: Any) -> bool:
-    """The package's one rule for a usable transcript: a string with at least one non-whitespace character. None,
-    NaN (an empty manifest cell), `""`, `"  "` and non-strings are not; the processor and every training loader
-    apply it (`check_transcripts`)."""
-    return isinstance(text, str) and bool(text.strip())
-
-
-def check_transcripts(texts: Sequence[Any], name: Callable[[int], str] = "text {}".format, where: str = "") -> None:
-    """Raise a `ValueError` naming every item of `texts` that is not a transcript (`is_transcript`).
-
-    CTAL reads every utterance with its transcript (paper section 3.1: the audio stream attends to the text stream),
-    so an empty one is an error rather than a `<s></s>` input. `name(index)` says how the message names an item
-    (default `text 0`, `text 1`, ...; e.g. a manifest row or an audio file); `where` prefixes the message.
-    """
-    bad = [index for index, text in enumerate(texts) if not is_transcript(text)]
-    if not bad:
-        return
-    shown = ", ".join(f"{name(index)} ({_describe(texts[index])})" for index in bad[:5])
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise ValueError(
-        f"{where}{len(bad)} transcript{'s' if len(bad) > 1 else ''} empty or not text: {shown}{more}. CTAL pairs "
-        "every utterance with its transcript (paper section 3.1); fill in the text or remove those items."
-    )
-
-
-def _describe(text: Any) -> str:
-    """How `check_transcripts` shows a bad item: None and NaN (pandas' empty cell) are 'missing'."""
-    return "missing" if text is None or (isinstance(text, float) and math.isnan(text)) else repr(text)
 
 
 def ctal_normalizer() -> normalizers.Normalizer:
@@ -189,8 +162,9 @@ def train_ctal_tokenizer(
     """Train a CTAL tokenizer (byte-level BPE with the original normalisation, section 4.1) on transcripts.
 
     Args:
-        texts: an iterable (e.g. a generator) of transcripts; see `iter_transcripts` to read files or a `datasets`
-            column. They are normalised (lowercase, `.,?!` removed) before counting, as at encoding time.
+        texts: an iterable (e.g. a generator) of transcripts; `ctal_hf.iter_transcripts` reads them from files,
+            manifests or a `datasets` column. They are normalised (lowercase, `.,?!` removed) before counting, as at
+            encoding time.
         vocab_size: size of the vocabulary, special tokens and the 256 byte symbols included (30,000 in the paper).
         min_frequency: merges seen fewer times are not learned.
         show_progress: show the `tokenizers` progress bar.
@@ -209,6 +183,7 @@ def train_ctal_tokenizer(
             if is_transcript(text):
                 counts["transcripts"] += 1
                 yield text
+
     smallest = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < smallest:
         raise ValueError(f"`vocab_size` must be at least {smallest} (5 special tokens + 256 bytes), got {vocab_size}.")
@@ -238,80 +213,21 @@ def train_ctal_tokenizer(
     return CTALTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
 
 
-_COLUMN_HINT = "name the transcript column with --column (`column=` in Python)."
+def load_tokenizer(folder: str | os.PathLike) -> CTALTokenizer:
+    """A `CTALTokenizer` from a folder holding the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer
+    (or processor) folder."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        return CTALTokenizer.from_pretrained(folder)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return CTALTokenizer.from_original_files(folder)
+    raise FileNotFoundError(
+        f"{folder} holds neither a saved tokenizer (tokenizer.json) nor the original vocab.json + merges.txt "
+        "(folder tokenizer/libri-roberta_train-960 of the original code)."
+    )
 
 
-def iter_transcripts(source, column: str = "text") -> Iterator[str]:
-    """Yield the non-empty transcripts of `source`:
-
-    - a `datasets.Dataset` or `datasets.IterableDataset`: its `column`;
-    - a `.csv` / `.tsv` manifest with a header row: its `column`;
-    - a `.jsonl` / `.json` manifest with one JSON object per line (or a `.json` array of objects): its `column`;
-    - any other file: plain text, one transcript per line.
-    """
-    if not isinstance(source, (str, os.PathLike)):
-        yield from _iter_dataset_column(source, column)
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"No transcript file at {path}.")
-    suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            if column not in (reader.fieldnames or []):
-                raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); {_COLUMN_HINT}")
-            texts = (row[column] for row in reader)
-        elif suffix == ".json" and handle.read().lstrip().startswith("["):
-            # A JSON array of objects, which `load_speech_dataset` reads too.
-            handle.seek(0)
-            try:
-                records = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not a valid JSON array ({error}).") from None
-            texts = (_record_field(record, column, f"Record {n} of {path}") for n, record in enumerate(records, 1))
-        elif suffix in (".jsonl", ".json"):
-            handle.seek(0)
-            texts = (_json_field(line, column, path, number) for number, line in enumerate(handle, 1) if line.strip())
-        else:
-            texts = (line.rstrip("\r\n") for line in handle)
-        yield from filter(is_transcript, texts)
-
-
-def _json_field(line: str, column: str, path: Path, number: int) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"Line {number} of {path} is not JSON ({error}); manifests hold one object per line, or one JSON array."
-        ) from None
-    return _record_field(record, column, f"Line {number} of {path}")
-
-
-def _record_field(record: Any, column: str, where: str) -> str:
-    if not isinstance(record, dict) or column not in record:
-        raise ValueError(f"{where} has no {column!r} field; {_COLUMN_HINT}")
-    return record[column]
-
-
-def _iter_dataset_column(dataset, column: str) -> Iterator[str]:
-    import datasets  # only when a dataset is given: importing it takes seconds
-
-    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
-        raise TypeError(
-            f"Cannot read transcripts from a {type(dataset).__name__}: pass a file path or a datasets.Dataset "
-            "(for a DatasetDict, pick a split, e.g. dataset['train'])."
-        )
-    if dataset.column_names is not None and column not in dataset.column_names:
-        raise ValueError(
-            f"The dataset has no {column!r} column (columns: {dataset.column_names}); {_COLUMN_HINT}"
-        )
-    for batch in dataset.select_columns([column]).iter(batch_size=1000):
-        yield from filter(is_transcript, batch[column])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`ctal-train-tokenizer`: train a CTAL tokenizer on transcript files or a `datasets` dataset and save it."""
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ctal-train-tokenizer",
         description=(
@@ -323,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "inputs",
         nargs="*",
-        help="transcript files: .csv/.tsv (header row) or .jsonl/.json (one object per line) manifests, read from "
-        "--column; any other file is plain text with one transcript per line",
+        help="transcript files: .csv/.tsv/.jsonl/.json manifests (the text column, or --column), any other file "
+        "plain text with one transcript per line",
     )
     parser.add_argument("--dataset", help="also read a `datasets` dataset: a name or folder for datasets.load_dataset")
     parser.add_argument("--split", default="train", help="split of --dataset (default: train)")
     parser.add_argument(
-        "--column", default="text", help="transcript column of manifests and --dataset (default: text)"
+        "--column", help="transcript column of manifests and --dataset (default: the text column, e.g. text)"
     )
     # Underscored and dashed spellings both work, whichever style a user types from the other commands.
     parser.add_argument(
@@ -343,32 +259,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.inputs and args.dataset is None:
         parser.error("give transcript files and/or --dataset")
+    return args
 
-    def texts() -> Iterator[str]:
-        for path in args.inputs:
-            yield from iter_transcripts(path, args.column)
-        if args.dataset is not None:
-            import datasets
 
-            yield from iter_transcripts(datasets.load_dataset(args.dataset, split=args.split), args.column)
+def _train_from_arguments(args: argparse.Namespace) -> CTALTokenizer:
+    sources = [*args.inputs, *([datasets.load_dataset(args.dataset, split=args.split)] if args.dataset else [])]
+    return train_ctal_tokenizer(
+        itertools.chain.from_iterable(iter_transcripts(source, args.column) for source in sources),
+        args.vocab_size, args.min_frequency, show_progress=args.progress,
+    )  # fmt: skip
 
+
+def main(argv: list[str] | None = None) -> int:
+    """`ctal-train-tokenizer` (and `examples/train_tokenizer.py`): train a CTAL tokenizer on transcripts and save it."""
+    args = _parse_arguments(argv)
     try:
-        tokenizer = train_ctal_tokenizer(
-            texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency, show_progress=args.progress
-        )
+        tokenizer = _train_from_arguments(args)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        sources = [*args.inputs, *([f"--dataset {args.dataset}"] if args.dataset else [])]
-        sys.exit(f"ctal-train-tokenizer: {error} Inputs: {', '.join(sources)}; nothing was saved.")
+        inputs = [*args.inputs, *([f"--dataset {args.dataset}"] if args.dataset else [])]
+        sys.exit(f"ctal-train-tokenizer: {error} Inputs: {', '.join(inputs)}; nothing was saved.")
     tokenizer.save_pretrained(args.output_dir)
     print(f"Saved a CTAL tokenizer with {len(tokenizer)} entries to {args.output_dir}")
     return 0
 
 
-__all__ = [
-    "CTALTokenizer",
-    "check_transcripts",
-    "ctal_normalizer",
-    "is_transcript",
-    "iter_transcripts",
-    "train_ctal_tokenizer",
-]
+__all__ = ["CTALTokenizer", "ctal_normalizer", "load_tokenizer", "train_ctal_tokenizer"]

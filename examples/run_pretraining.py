@@ -140,7 +140,7 @@ def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
     """Apply `--config_overrides` to a config (before the model is built from it) and re-validate it."""
     for key, value in config_overrides(overrides).items():
         setattr(config, key, value)
-    config.validate_ctal()
+    config.validate()
     return config
 
 
@@ -243,13 +243,13 @@ def main(argv: list[str] | None = None) -> None:
             tokenizer = load_tokenizer(trained_tokenizer_dir)
 
     if model_args.model_name_or_path:
-        # Overrides reach the config before the model is built; one that changes a weight's shape fails to load.
+        # Overrides reach the config (validated by `CTALConfig.from_dict`) before the model is built; one that changes
+        # a weight's shape fails to load.
         model = CTALForPreTraining.from_pretrained(
             model_args.model_name_or_path,
             attn_implementation=model_args.attn_implementation,
             **config_overrides(model_args.config_overrides),
         )
-        model.config.validate_ctal()
     else:
         config = build_config(model_args, vocab_size=len(tokenizer))
         model = CTALForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)

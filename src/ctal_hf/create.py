@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .models.ctal.configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig
+from .models.ctal.configuration_ctal import CTAL_PRESETS, SPECIAL_TOKEN_NAMES, CTALConfig, check_config_keys
 from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
 from .models.ctal.modeling_ctal import CTALForPreTraining
 from .models.ctal.processing_ctal import CTALProcessor
@@ -75,22 +75,10 @@ def processor_for_config(tokenizer: CTALTokenizer, config: CTALConfig) -> CTALPr
     return CTALProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def _check_config_keys(keys: Iterable[str]) -> None:
-    """Raise a `ValueError` listing the keys that are neither `CTALConfig` fields nor its shortcut properties
-    (`hidden_size`, ...): the config would store a misspelt key as an inert attribute and keep the default size."""
-    defaults = CTALConfig()
-    unknown = sorted(key for key in keys if not hasattr(defaults, key))
-    if unknown:
-        raise ValueError(
-            f"Unknown config override(s) {unknown}: not CTALConfig fields (e.g. hidden_size, text_num_hidden_layers, "
-            "audio_causal_self_attention; see `CTALConfig`)."
-        )
-
-
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Config overrides from `key=value` items, each value read as JSON when possible (`3`, `0.1`, `true`), else as a
-    string. Raises a `ValueError` for an item without `=` and one listing the keys that are neither `CTALConfig`
-    fields nor its shortcut properties (`hidden_size`, ...)."""
+    string. Raises a `ValueError` for an item without `=` and one naming each key that is not a `CTALConfig` key,
+    with the closest valid key (`check_config_keys`)."""
     overrides = {}
     for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
@@ -100,7 +88,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    _check_config_keys(overrides)
+    check_config_keys(overrides)
     return overrides
 
 
@@ -115,7 +103,6 @@ def create_checkpoint(
     """Write `preset` (`"ctal-base"` / `"ctal-large"`, config fields overridable) with random weights
     (`CTALForPreTraining`, seeded), the processor built from `tokenizer_dir` and a model card into `output_dir`
     (default: `./<preset>`). Returns the folder."""
-    _check_config_keys(overrides)
     config = CTALConfig.from_preset(preset, **overrides)
     processor = build_processor(tokenizer_dir, config)
     output_dir = Path(output_dir or preset)

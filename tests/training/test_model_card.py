@@ -72,6 +72,7 @@ def test_committed_card_sections(name):
         "audio_causal_self_attention=True",
         "Orthogonal loss",
         'mcam_mode="per_frame"',
+        'classifier_head="original_code"` (this config: `paper`)',
         "not verified",
         "@inproceedings{li-etal-2021-ctal",
     ):

@@ -182,16 +182,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _architecture(config: CTALConfig) -> str:
-    rows = [
-        (
-            stack,
-            getattr(config, f"{stack}_num_hidden_layers"),
-            getattr(config, f"{stack}_num_attention_heads"),
-            getattr(config, f"{stack}_hidden_size"),
-            getattr(config, f"{stack}_intermediate_size"),
-        )
-        for stack in ("text", "audio")
-    ]
+    sizes = (config.num_hidden_layers, config.num_attention_heads, config.hidden_size, config.intermediate_size)
+    rows = [(stack, *sizes) for stack in ("text", "audio")]
     attention = (
         "causal (each frame attends to earlier frames only), as in the authors' released code"
         if config.audio_causal_self_attention
@@ -416,8 +408,8 @@ model = AutoModel.from_pretrained("{repo_id}")
 waveform, sampling_rate = soundfile.read("speech.wav")
 inputs = processor(audio=[waveform], text=["the transcript"], sampling_rate=sampling_rate, return_tensors="pt")
 outputs = model(**inputs)
-outputs.text_last_hidden_state   # (batch, tokens, {config.text_hidden_size})
-outputs.audio_last_hidden_state  # (batch, frames, {config.audio_hidden_size}), one frame per 12.5 ms
+outputs.text_last_hidden_state   # (batch, tokens, {config.hidden_size})
+outputs.audio_last_hidden_state  # (batch, frames, {config.hidden_size}), one frame per 12.5 ms
 ```
 
 Fine-tuning with the paper's head (attention + max pooling, fusion, orthogonal loss; section 3.3):
@@ -446,6 +438,10 @@ The package follows the paper by default and offers the authors' code behaviour 
 - **MCAM masking.** The paper masks 15% of non-overlapping segments of 20-50 frames and picks zero / replace / keep
   (80/10/10) per segment; the released code draws possibly overlapping segments and picks per frame.
   `DataCollatorForCTALPretraining(mcam_mode="segment")` (default) follows the paper, `mcam_mode="per_frame"` the code.
+- **Fine-tuning head.** The released fine-tuning code projects each stream with tanh(Linear) before pooling, leaves
+  `<s>` out of the text max-pool and puts a tanh(Linear 2H->2H) layer before a bias-free classifier;
+  `CTALForSequenceClassification` follows the paper's section 3.3 by default and the code with
+  `classifier_head="original_code"` (this config: `{config.classifier_head}`).
 
 {_results_section(paper_results)}
 

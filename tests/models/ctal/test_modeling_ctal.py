@@ -2,6 +2,9 @@
 
 import copy
 import json
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification, CTALModel
+from ctal_hf.models.ctal import modeling_ctal
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS, SHARED_STACK_FIELDS
 
 
@@ -332,11 +336,27 @@ def test_orthogonal_loss_value_and_training_only():
     torch.testing.assert_close(train_out.loss, task + 0.5 * out.orthogonal_loss, atol=1e-5, rtol=1e-5)
 
 
-def test_table4_single_modality_rows():
-    """Row e ("w/o Audio Outputs") is `modality_outputs="text"`, row f ("w/o Language Outputs") `"audio"`: each uses
-    `h^attn (+) h^max` of its own stream only."""
+def test_table4_fine_tuning_rows():
+    """Row d ("w/o Orthogonal Fusion") is `use_fusion=False`: `h_w^attn (+) h_a^attn`. Row e ("w/o Audio Outputs") is
+    `modality_outputs="text"`, row f ("w/o Language Outputs") `"audio"`: each uses `h^attn (+) h^max` of its own
+    stream only."""
     batch = make_batch()
     text_mask, audio_mask = batch["attention_mask"].bool(), batch["audio_attention_mask"].bool()
+
+    def audio_pools(model, audio):
+        pool = model.audio_pooling
+        attn, most = [], []
+        for i in range(2):
+            valid = audio[i][audio_mask[i]]
+            attn.append(torch.softmax(pool.score(torch.tanh(pool.dense(valid))).squeeze(-1), dim=0) @ valid)
+            most.append(valid.max(0).values)
+        return torch.stack(attn), torch.stack(most)
+
+    row_d = make_model(CTALForSequenceClassification, num_labels=3, use_fusion=False)
+    out = row_d(**batch, output_hidden_states=True)
+    audio_attn, _ = audio_pools(row_d, out.audio_hidden_states[-1])
+    torch.testing.assert_close(out.embeddings, torch.cat([out.text_hidden_states[-1][:, 0], audio_attn], -1))
+
     row_e = make_model(CTALForSequenceClassification, num_labels=3, modality_outputs="text")
     out = row_e(**batch, output_hidden_states=True)
     text = out.text_hidden_states[-1]
@@ -348,14 +368,7 @@ def test_table4_single_modality_rows():
 
     row_f = make_model(CTALForSequenceClassification, num_labels=3, modality_outputs="audio")
     out = row_f(**batch, output_hidden_states=True)
-    audio = out.audio_hidden_states[-1]
-    pool = row_f.audio_pooling
-    attn, most = [], []
-    for i in range(2):
-        valid = audio[i][audio_mask[i]]
-        attn.append(torch.softmax(pool.score(torch.tanh(pool.dense(valid))).squeeze(-1), dim=0) @ valid)
-        most.append(valid.max(0).values)
-    torch.testing.assert_close(out.embeddings, torch.cat([torch.stack(attn), torch.stack(most)], -1))
+    torch.testing.assert_close(out.embeddings, torch.cat(audio_pools(row_f, out.audio_hidden_states[-1]), -1))
     with pytest.raises(ValueError, match="audio_features"):
         row_f(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
@@ -639,3 +652,27 @@ def test_flex_attention_matches_eager(causal):
         out_e, out_f = eager(**batch), flex(**batch)
     for name, mask in (("text_last_hidden_state", "attention_mask"), ("audio_last_hidden_state", "audio_attention_mask")):
         assert (out_e[name] - out_f[name]).abs()[batch[mask].bool()].max() < 1e-5, name
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+
+def test_readme_equation_table_names_real_code():
+    """Every name in the README's "Paper equations in the code" table exists: module-level classes and functions of
+    modeling_ctal, `Class.attribute` as a method or as a sub-module of a built model, or a CTALConfig field."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Paper equations in the code", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if re.match(r"\| \d", line)]
+    assert {"3.1.2", "3.1.3", "3.2.1", "3.2.2", "3.3", "3.3.1"} <= {row[0].strip("| ") for row in rows}
+    models = [make_model(CTALForSequenceClassification, num_labels=2), make_model(CTALForPreTraining)]
+    instances = {type(module).__name__: module for model in models for module in model.modules()}
+    config_fields = {field.name for field in fields(CTALConfig)}
+    names = [re.sub(r"=.*", "", name) for row in rows for name in re.findall(r"`([^`]+)`", row[-1])]
+    assert len(names) > 20
+    for name in names:
+        owner, _, attribute = name.partition(".")
+        if name in config_fields:
+            continue
+        assert hasattr(modeling_ctal, owner), name
+        if attribute:
+            assert hasattr(getattr(modeling_ctal, owner), attribute) or hasattr(instances[owner], attribute), name

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, Trainer, TrainingArguments
 
 from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification
 from ctal_hf.models.ctal.configuration_ctal import SHARED_STACK_FIELDS, check_config_keys
@@ -77,11 +77,15 @@ def test_check_config_keys_is_the_one_check():
 def test_keys_transformers_writes_are_accepted(tmp_path):
     config = CTALConfig(**SMALL, num_labels=3, problem_type="single_label_classification")
     model = CTALForSequenceClassification(config)
+    Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "run"), report_to=[]))  # sets use_cache
     model.save_pretrained(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert {"architectures", "transformers_version", "dtype", "model_type", "id2label", "label2id"} <= set(saved)
+    written = {"architectures", "transformers_version", "dtype", "model_type", "id2label", "label2id", "use_cache"}
+    assert written <= set(saved)
     loaded = AutoConfig.from_pretrained(tmp_path / "model")
-    assert loaded.to_diff_dict() == config.to_diff_dict() and loaded.num_labels == 3
+    # `PreTrainedConfig.__post_init__` drops `use_cache` on loading, as every generation parameter.
+    expected = {key: value for key, value in config.to_diff_dict().items() if key != "use_cache"}
+    assert loaded.to_diff_dict() == expected and loaded.num_labels == 3
 
     # The full dict (not the diff) and keys older or other transformers code writes.
     full = config.to_dict()

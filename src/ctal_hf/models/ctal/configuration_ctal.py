@@ -35,8 +35,9 @@ SHARED_STACK_FIELDS = (
 LEGACY_STACK_PREFIXES = ("text_", "audio_")
 
 # Keys besides the dataclass fields that transformers writes into config.json or passes to the constructor
-# (`PreTrainedConfig.to_dict`, `from_dict`, `__post_init__`, quantizers, `register_for_auto_class`). Keys starting
-# with `_` are transformers' private bookkeeping (`_name_or_path`, `_commit_hash`, ...) and are accepted too.
+# (`PreTrainedConfig.to_dict`, `from_dict`, `__post_init__`, `Trainer` (`use_cache`), `from_pretrained`
+# (`fusion_config`, `distributed_config`), quantizers, `register_for_auto_class`). Keys starting with `_` are
+# transformers' private bookkeeping (`_name_or_path`, `_commit_hash`, ...) and are accepted too.
 TRANSFORMERS_CONFIG_KEYS = frozenset(
     {
         "model_type",
@@ -46,6 +47,9 @@ TRANSFORMERS_CONFIG_KEYS = frozenset(
         "output_attentions",
         "attn_implementation",
         "experts_implementation",
+        "use_cache",
+        "fusion_config",
+        "distributed_config",
         "quantization_config",
         "auto_map",
         "transformers_weights",

@@ -133,7 +133,7 @@ def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
     """Apply `--config_overrides` (comma-separated `key=value`, as in transformers' run_mlm.py) to a config before the
     model is built from it, and re-validate it."""
     parse_overrides(filter(None, (overrides or "").split(",")), config)
-    config.validate_ctal()
+    config.validate()
     return config
 
 

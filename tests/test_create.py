@@ -33,7 +33,7 @@ def test_created_preset_loads_by_name_from_the_working_directory(tmp_path, monke
 
     model, info = AutoModel.from_pretrained("ctal-large", output_loading_info=True)
     assert isinstance(model, CTALModel) and not info["missing_keys"]
-    assert model.config.audio_num_hidden_layers == 1 and model.config.audio_causal_self_attention is False
+    assert model.config.num_hidden_layers == 1 and model.config.audio_causal_self_attention is False
     processor = AutoProcessor.from_pretrained("ctal-large")
     assert isinstance(processor, CTALProcessor)
     assert type(AutoModelForPreTraining.from_pretrained("ctal-large")).__name__ == "CTALForPreTraining"
@@ -51,7 +51,7 @@ def test_cli_with_overrides_and_output_dir(tmp_path, tokenizer_dir, caplog):
         + ["--override", "audio_causal_self_attention=true"]
     )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["text_hidden_size"] == 32 and config["audio_causal_self_attention"] is True
+    assert config["hidden_size"] == 32 and config["audio_causal_self_attention"] is True
     assert "RANDOMLY INITIALISED" in caplog.text
     # The card's snippets load the folder that was written, not the preset's name.
     card = (tmp_path / "out" / "README.md").read_text()
@@ -62,7 +62,8 @@ def test_cli_rejects_unknown_overrides(tmp_path, tokenizer_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["ctal-base", "--tokenizer-dir", str(tokenizer_dir), "--output-dir", str(tmp_path / "out"),
               "--override", "hiden_size=64"])
-    assert exit_info.value.code == 2 and "['hiden_size']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "['hiden_size']" in err and "did you mean `hidden_size`" in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="hiden_size"):
         create_checkpoint("ctal-base", tokenizer_dir, tmp_path / "api", hiden_size=64)
@@ -75,9 +76,9 @@ def test_cli_help_states_random_weights(capsys):
 
 
 def test_parse_overrides():
-    assert parse_overrides(["hidden_size=32", "text_hidden_act=gelu", " audio_causal_self_attention = false"]) == {
-        "hidden_size": 32,  # a shortcut property, not a stored field
-        "text_hidden_act": "gelu",
+    assert parse_overrides(["hidden_size=32", "hidden_act=gelu", " audio_causal_self_attention = false"]) == {
+        "hidden_size": 32,
+        "hidden_act": "gelu",
         "audio_causal_self_attention": False,
     }
     assert parse_overrides([]) == {}
@@ -105,7 +106,7 @@ def test_full_size_preset(tmp_path, monkeypatch, tokenizer_dir):
     monkeypatch.chdir(tmp_path)
     create_checkpoint("ctal-large", tokenizer_dir)
     model = AutoModel.from_pretrained("ctal-large")
-    assert model.num_parameters() > 120_000_000 and model.config.text_num_hidden_layers == 6
+    assert model.num_parameters() > 120_000_000 and model.config.num_hidden_layers == 6
 
 
 def test_in_memory_the_preset_is_one_from_config_call(tmp_path, tokenizer_dir):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
+from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig, check_config_keys
 from .models.ctal.modeling_ctal import CTALForPreTraining
 from .models.ctal.processing_ctal import processor_for_config
 from .models.ctal.tokenization_ctal import load_tokenizer
@@ -31,31 +31,19 @@ from .training.model_card import write_model_card
 logger = hf_logging.get_logger(__name__)
 
 
-def _check_config_keys(keys: Iterable[str]) -> None:
-    """Raise a `ValueError` listing the keys that are neither `CTALConfig` fields nor its shortcut properties
-    (`hidden_size`, ...): the config would store a misspelt key as an inert attribute and keep the default size."""
-    defaults = CTALConfig()
-    unknown = sorted(key for key in keys if not hasattr(defaults, key))
-    if unknown:
-        raise ValueError(
-            f"Unknown config override(s) {unknown}: not CTALConfig fields (e.g. hidden_size, text_num_hidden_layers, "
-            "audio_causal_self_attention; see `CTALConfig`)."
-        )
-
-
 def parse_overrides(items: Iterable[str], config: CTALConfig | None = None) -> dict[str, Any]:
     """Apply `key=value` config overrides to `config` (default: a fresh `CTALConfig`, only to type the values) with
     `PreTrainedConfig.update_from_string`, which reads each value as the type of the field's current value (`3`,
-    `0.1`, `true`, `gelu`), and return them as a dict. Raises a `ValueError` for an item without `=`, one listing the
-    keys that are neither `CTALConfig` fields nor its shortcut properties (`hidden_size`, ...), and one naming a value
-    that does not fit its field."""
+    `0.1`, `true`, `gelu`), and return them as a dict. Raises a `ValueError` for an item without `=`, one naming each
+    key that is not a `CTALConfig` key with the closest valid key (`check_config_keys`), and one naming a value that
+    does not fit its field."""
     pairs = []
     for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not key:
             raise ValueError(f"Overrides are key=value, got {item!r}.")
         pairs.append((key, value))
-    _check_config_keys(key for key, _ in pairs)
+    check_config_keys(key for key, _ in pairs)
     config = CTALConfig() if config is None else config
     for key, value in pairs:
         try:
@@ -76,7 +64,6 @@ def create_checkpoint(
     """Write `preset` (`"ctal-base"` / `"ctal-large"`, config fields overridable) with random weights
     (`CTALForPreTraining`, seeded), the processor built from `tokenizer_dir` and a model card into `output_dir`
     (default: `./<preset>`). Returns the folder."""
-    _check_config_keys(overrides)
     config = CTALConfig.from_preset(preset, **overrides)
     processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     output_dir = Path(output_dir or preset)

@@ -78,6 +78,8 @@ def test_committed_card_sections(name):
         "audio_causal_self_attention=True",
         "Orthogonal loss",
         'mcam_mode="per_frame"',
+        'classifier_head="original_code"',
+        'This config: `audio_causal_self_attention=True`, `classifier_head="paper"`',
         "not verified",
         "@inproceedings{li-etal-2021-ctal",
     ):

@@ -156,7 +156,7 @@ def render_model_card(
         weights=weights,
         config=config,
         stacks=[
-            [stack, *(getattr(config, f"{stack}_{field}") for field in ARCHITECTURE_FIELDS)]
+            [stack, *(getattr(config, field) for field in ARCHITECTURE_FIELDS)]
             for stack in ("text", "audio")
         ],
         presets=[{"name": name, "paper_name": _paper_name(name), **size} for name, size in CTAL_PRESETS.items()],

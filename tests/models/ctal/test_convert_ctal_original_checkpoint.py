@@ -49,7 +49,8 @@ from ctal_hf.models.ctal.convert_ctal_original_checkpoint import (
 HIDDEN, HEADS, FFN, LAYERS = 16, 2, 24, 2
 TEXT_POSITIONS, AUDIO_POSITIONS, FEATURES = 22, 40, 160
 PAD = 1
-EPS_TEXT, EPS_AUDIO = 1e-12, 1e-5
+# Not RoBERTa's 1e-12, so that the test sees the value come from the checkpoint's settings.
+EPS = 1e-5
 
 
 # ------------------------------------------------------------------------------------------------ original checkpoint
@@ -68,7 +69,7 @@ def write_original_tokenizer(folder: Path) -> int:
 
 
 def original_settings_dict(vocab_size: int) -> dict:
-    """`Settings.Config` as the original yaml (m2pretrain_*.yaml) gives it; the text section omits layer_norm_eps."""
+    """`Settings.Config` as the original yaml (m2pretrain_*.yaml) gives it, with a layer_norm_eps in both sections."""
     common = {
         "hidden_size": HIDDEN,
         "num_hidden_layers": LAYERS,
@@ -78,6 +79,7 @@ def original_settings_dict(vocab_size: int) -> dict:
         "hidden_dropout_prob": 0.1,
         "attention_probs_dropout_prob": 0.1,
         "initializer_range": 0.02,
+        "layer_norm_eps": EPS,
         "mask_proportion": 0.15,
     }
     return {
@@ -86,7 +88,6 @@ def original_settings_dict(vocab_size: int) -> dict:
             "audio_size": FEATURES,
             "max_position_embeddings": AUDIO_POSITIONS,
             "downsample_rate": 1,
-            "layer_norm_eps": EPS_AUDIO,
             "mask_consecutive_min": 20,
             "is_decoder": True,
             "add_cross_attention": True,
@@ -270,14 +271,14 @@ def reference_forward(text_state, audio_state, input_ids, attention_mask, featur
         + text_state[f"{emb}.position_embeddings.weight"][positions]
         + text_state[f"{emb}.token_type_embeddings.weight"][0]
     )
-    x = _norm(x, text_state, f"{emb}.LayerNorm", EPS_TEXT)
+    x = _norm(x, text_state, f"{emb}.LayerNorm", EPS)
     text_mask = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
     for i in range(LAYERS):
         prefix = f"roberta.encoder.layer.{i}"
-        x = _attention_block(x, x, text_state, f"{prefix}.attention", text_mask, EPS_TEXT)
-        x = _feed_forward(x, text_state, prefix, EPS_TEXT)
+        x = _attention_block(x, x, text_state, f"{prefix}.attention", text_mask, EPS)
+        x = _feed_forward(x, text_state, prefix, EPS)
     text = x
-    mlm_logits = _head(text, text_state, "lm_head", EPS_TEXT)
+    mlm_logits = _head(text, text_state, "lm_head", EPS)
 
     # Audio stream: RobertaForMaskedAM with is_decoder=True (causal self-attention) and cross-attention to the text.
     frames = features.shape[1]
@@ -287,15 +288,15 @@ def reference_forward(text_state, audio_state, input_ids, attention_mask, featur
         + audio_state[f"{emb}.token_type_embeddings.weight"][0]
         + audio_state[f"{emb}.position_embeddings.weight"][:frames]
     )
-    a = _norm(a, audio_state, f"{emb}.LayerNorm", EPS_AUDIO)
+    a = _norm(a, audio_state, f"{emb}.LayerNorm", EPS)
     causal = torch.tril(torch.ones(frames, frames))
     self_mask = (1.0 - causal[None, None] * audio_mask[:, None, None, :].float()) * -10000.0
     for i in range(LAYERS):
         prefix = f"acoustic.encoder.layer.{i}"
-        a = _attention_block(a, a, audio_state, f"{prefix}.attention", self_mask, EPS_AUDIO)
-        a = _attention_block(a, text, audio_state, f"{prefix}.crossattention", text_mask, EPS_AUDIO)
-        a = _feed_forward(a, audio_state, prefix, EPS_AUDIO)
-    return text, mlm_logits, a, _head(a, audio_state, "am_head", EPS_AUDIO)
+        a = _attention_block(a, a, audio_state, f"{prefix}.attention", self_mask, EPS)
+        a = _attention_block(a, text, audio_state, f"{prefix}.crossattention", text_mask, EPS)
+        a = _feed_forward(a, audio_state, prefix, EPS)
+    return text, mlm_logits, a, _head(a, audio_state, "am_head", EPS)
 
 
 def padded_batch(vocab_size: int):
@@ -338,7 +339,7 @@ def test_reference_text_stream_agrees_with_transformers_roberta(original):
     input_ids, attention_mask, features, audio_mask = padded_batch(original.vocab_size)
     config = RobertaConfig(
         vocab_size=original.vocab_size, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=FFN, max_position_embeddings=TEXT_POSITIONS, layer_norm_eps=EPS_TEXT,
+        intermediate_size=FFN, max_position_embeddings=TEXT_POSITIONS, layer_norm_eps=EPS,
     )
     roberta = RobertaForMaskedLM(config).eval()
     state = {k: v for k, v in original.text.items() if k != "roberta.embeddings.position_ids"}
@@ -379,8 +380,8 @@ def test_config_comes_from_the_checkpoint_settings(converted, original):
     config = converted.model.config
     assert config.vocab_size == original.vocab_size
     assert config.max_position_embeddings == TEXT_POSITIONS - 2 and config.max_audio_frames == AUDIO_POSITIONS
-    assert config.text_layer_norm_eps == 1e-12 and config.audio_layer_norm_eps == EPS_AUDIO
-    assert config.text_num_hidden_layers == config.audio_num_hidden_layers == LAYERS
+    assert config.layer_norm_eps == EPS
+    assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size) == (LAYERS, HEADS, HIDDEN)
     assert config.audio_causal_self_attention is True and config.tie_word_embeddings is True
 
 
@@ -395,10 +396,31 @@ def test_released_large_yaml_maps_to_a_config():
     }
     config = config_from_original(settings)
     assert (config.vocab_size, config.max_position_embeddings, config.max_audio_frames) == (30000, 510, 3000)
-    assert config.text_layer_norm_eps == config.audio_layer_norm_eps == 1e-12
+    assert config.layer_norm_eps == 1e-12 and config.num_hidden_layers == 12
     assert config_from_original(settings, audio_causal_self_attention=False).audio_causal_self_attention is False
     with pytest.raises(OriginalCheckpointError, match="downsample_rate"):
         config_from_original({**settings, "acoustic": {**settings["acoustic"], "downsample_rate": 3}})
+
+
+def test_stacks_with_different_sizes_are_refused(tmp_path, original):
+    """CTAL has one set of sizes for both stacks; the released yamls agree, a checkpoint whose do not is refused."""
+    settings = original_settings_dict(original.vocab_size)
+    settings["acoustic"] = {**settings["acoustic"], "num_hidden_layers": LAYERS + 1}
+    uneven = r"semantic\.num_hidden_layers=2 but acoustic\.num_hidden_layers=3"
+    with pytest.raises(OriginalCheckpointError, match=uneven):
+        config_from_original(settings)
+    # A key the yaml leaves out is RoBERTa's default for that stack.
+    settings = original_settings_dict(original.vocab_size)
+    del settings["semantic"]["layer_norm_eps"]
+    uneven = r"semantic\.layer_norm_eps=1e-12 but acoustic\.layer_norm_eps=1e-05"
+    with pytest.raises(OriginalCheckpointError, match=uneven):
+        config_from_original(settings)
+    yaml_path = tmp_path / "m2pretrain_uneven.yaml"
+    yaml_path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(SystemExit, match="one set of sizes for the text and audio stacks"):
+        main([str(original.checkpoint), str(tmp_path / "out"), "--tokenizer_dir", str(original.tokenizer),
+              "--original_config", str(yaml_path)])
+    assert not (tmp_path / "out").exists()
 
 
 def test_saved_folder_loads_with_auto_classes_from_its_name(converted, monkeypatch):
@@ -482,7 +504,7 @@ def test_stripped_and_legacy_checkpoints(tmp_path, original, caplog):
     model = convert_original_checkpoint(
         tmp_path / "bare.ckpt", tmp_path / "bare", original.tokenizer, original_config=yaml_path
     )
-    assert model.config.audio_layer_norm_eps == EPS_AUDIO
+    assert model.config.layer_norm_eps == EPS
 
 
 def _convert(flat, vocab_size):

@@ -1,15 +1,21 @@
 """Model-family tests: shapes, masking semantics, attention backends, losses, tying, checkpoints, learning."""
 
 import copy
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification, CTALModel
-from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS
+from ctal_hf.models.ctal import modeling_ctal
+from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS, SHARED_STACK_FIELDS
 
 
 VOCAB = 50
@@ -61,37 +67,48 @@ def make_batch(batch=2, text_len=9, frames=24, pad_text=(0, 3), pad_audio=(0, 7)
 
 
 def test_config_validation_errors():
-    with pytest.raises(ValueError, match="divisible by `text_num_attention_heads`"):
+    # transformers 5 `@strict` configs raise `StrictDataclassError`s that carry the validator's message.
+    with pytest.raises(StrictDataclassError, match="divisible by `num_attention_heads`"):
         CTALConfig(hidden_size=100, num_attention_heads=12)
     with pytest.raises(ValueError, match="audio_hidden_size"):
         CTALConfig(audio_hidden_size=64, audio_num_attention_heads=5)
-    with pytest.raises(ValueError, match="modality_outputs"):
+    with pytest.raises(StrictDataclassError, match="modality_outputs"):
         CTALConfig(modality_outputs="video")
-    with pytest.raises(ValueError, match="must equal `audio_hidden_size`"):
+    with pytest.raises(ValueError, match="different sizes"):
         CTALConfig(text_hidden_size=48, audio_hidden_size=96)
-    with pytest.raises(ValueError, match="both 0"):
+    with pytest.raises(StrictDataclassError, match="both 0"):
         CTALConfig(mlm_loss_weight=0, mcam_loss_weight=0)
-    with pytest.raises(ValueError, match="regression_loss"):
+    with pytest.raises(StrictDataclassError, match="regression_loss"):
         CTALConfig(regression_loss="huber")
-    with pytest.raises(ValueError, match="hidden_dropout_prob"):
+    with pytest.raises(StrictDataclassError, match="hidden_dropout_prob"):
         CTALConfig(hidden_dropout_prob=1.5)
+    with pytest.raises(StrictDataclassError, match="classifier_head"):
+        CTALConfig(classifier_head="released")
+    with pytest.raises(StrictDataclassError, match=r"mask_token_id` \(60\) must be in \[0, vocab_size=50\)"):
+        CTALConfig(vocab_size=50, mask_token_id=60)
+    with pytest.raises(StrictDataclassError, match="hidden_act"):
+        CTALConfig(hidden_act="swishy")
     with pytest.raises(ValueError, match="Unknown CTAL preset"):
         CTALConfig.from_preset("ctal-huge")
 
 
-def test_presets_and_shortcuts():
+def test_presets_and_shared_sizes():
     base, large = CTALConfig.from_preset("ctal-base"), CTALConfig.from_preset("ctal-large")
-    assert (base.text_num_hidden_layers, base.audio_num_hidden_layers, base.text_num_attention_heads) == (3, 3, 12)
-    assert (large.text_num_hidden_layers, large.audio_hidden_size) == (6, 768)
+    assert (base.num_hidden_layers, base.num_attention_heads, base.hidden_size) == (3, 12, 768)
+    assert (large.num_hidden_layers, large.hidden_size) == (6, 768)
     assert base.audio_feature_size == 160 and base.max_audio_frames == 3000
     assert base.audio_causal_self_attention is False
-    split = CTALConfig(hidden_size=32, num_attention_heads=4, audio_num_hidden_layers=1, num_hidden_layers=2)
-    assert (split.text_num_hidden_layers, split.audio_num_hidden_layers) == (2, 1)
+    # One set of sizes builds both stacks (paper section 4.1: N layers per stack).
+    model = CTALModel(CTALConfig(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=2))
+    assert len(model.text_encoder.layer) == len(model.audio_encoder.layer) == 2
+    assert model.audio_encoder.layer[1].crossattention.self.key.in_features == 32
+    assert model.text_encoder.layer[0].feed_forward.intermediate.out_features == 48
+    assert model.audio_encoder.layer[0].feed_forward.intermediate.out_features == 48
     assert CTALConfig.from_preset("ctal-base", audio_causal_self_attention=True).audio_causal_self_attention
 
 
 def test_config_round_trip(tmp_path):
-    config = tiny_config(audio_causal_self_attention=True, use_fusion=False, text_num_hidden_layers=1)
+    config = tiny_config(audio_causal_self_attention=True, use_fusion=False, num_hidden_layers=1)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, CTALConfig)
@@ -384,6 +401,43 @@ def test_orthogonal_loss_value_and_training_only():
     torch.testing.assert_close(train_out.loss, task + 0.5 * out.orthogonal_loss, atol=1e-5, rtol=1e-5)
 
 
+def test_table4_fine_tuning_rows():
+    """Row d ("w/o Orthogonal Fusion") is `use_fusion=False`: `h_w^attn (+) h_a^attn`. Row e ("w/o Audio Outputs") is
+    `modality_outputs="text"`, row f ("w/o Language Outputs") `"audio"`: each uses `h^attn (+) h^max` of its own
+    stream only."""
+    batch = make_batch()
+    text_mask, audio_mask = batch["attention_mask"].bool(), batch["audio_attention_mask"].bool()
+
+    def audio_pools(model, audio):
+        pool = model.audio_pooling
+        attn, most = [], []
+        for i in range(2):
+            valid = audio[i][audio_mask[i]]
+            attn.append(torch.softmax(pool.score(torch.tanh(pool.dense(valid))).squeeze(-1), dim=0) @ valid)
+            most.append(valid.max(0).values)
+        return torch.stack(attn), torch.stack(most)
+
+    row_d = make_model(CTALForSequenceClassification, num_labels=3, use_fusion=False)
+    out = row_d(**batch, output_hidden_states=True)
+    audio_attn, _ = audio_pools(row_d, out.audio_hidden_states[-1])
+    torch.testing.assert_close(out.embeddings, torch.cat([out.text_hidden_states[-1][:, 0], audio_attn], -1))
+
+    row_e = make_model(CTALForSequenceClassification, num_labels=3, modality_outputs="text")
+    out = row_e(**batch, output_hidden_states=True)
+    text = out.text_hidden_states[-1]
+    text_max = torch.stack([text[i][text_mask[i]].max(0).values for i in range(2)])
+    torch.testing.assert_close(out.embeddings, torch.cat([text[:, 0], text_max], -1))
+    text_only = row_e(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    torch.testing.assert_close(text_only.logits, out.logits)
+    assert row_e.audio_pooling is None
+
+    row_f = make_model(CTALForSequenceClassification, num_labels=3, modality_outputs="audio")
+    out = row_f(**batch, output_hidden_states=True)
+    torch.testing.assert_close(out.embeddings, torch.cat(audio_pools(row_f, out.audio_hidden_states[-1]), -1))
+    with pytest.raises(ValueError, match="audio_features"):
+        row_f(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
 def test_regression_and_multilabel_losses():
     batch = make_batch()
     targets = torch.tensor([0.5, -2.0])
@@ -487,19 +541,119 @@ def test_base_model_loads_from_head_checkpoints(tmp_path, head_cls):
         assert torch.equal(clf.ctal(**batch).text_last_hidden_state, expected.text_last_hidden_state)
 
 
+# ---------------------------------------------------------------------------------------------- released-code head
+
+
+def released_code_head(model, text, audio, text_mask, audio_mask):
+    """The head of the authors' fine-tuning code, written from /work/shared/docs/original-ctal-code.md ("Fine-tuning
+    head as coded") with the code's own additive -10000 masking: returns (embeddings, logits, the four pooled
+    vectors)."""
+    config = model.config
+    tm, am = text_mask[..., None].float(), audio_mask[..., None].float()
+    pooled_t = max_t = pooled_a = max_a = None
+    if config.modality_outputs != "audio":
+        t = torch.tanh(text @ model.text_projection.weight.T + model.text_projection.bias)
+        pooled_t = t[:, 0]
+        max_t = (t * tm - 10000.0 * (1 - tm))[:, 1:].max(dim=1).values
+    if config.modality_outputs != "text":
+        a = torch.tanh(audio @ model.audio_projection.weight.T + model.audio_projection.bias)
+        scores = a @ model.audio_attention.weight.T + model.audio_attention.bias
+        weights = torch.softmax(scores * am - 10000.0 * (1 - am), dim=1)
+        pooled_a = (weights * a).sum(dim=1)
+        max_a = (a * am - 10000.0 * (1 - am)).max(dim=1).values
+    if config.modality_outputs == "text":
+        fused = torch.cat([pooled_t, max_t], -1)
+    elif config.modality_outputs == "audio":
+        fused = torch.cat([pooled_a, max_a], -1)
+    elif config.use_fusion:
+        fused = torch.cat([pooled_t + pooled_a, max_t + max_a], -1)
+    else:
+        fused = torch.cat([pooled_t, pooled_a], -1)
+    embeddings = torch.tanh(fused @ model.fusion_projection.weight.T + model.fusion_projection.bias)
+    return embeddings, embeddings @ model.classifier.weight.T, (pooled_t, max_t, pooled_a, max_a)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"use_fusion": False}, {"modality_outputs": "text"}, {"modality_outputs": "audio"}]
+)
+def test_released_code_head_computes_the_documented_formulas(overrides):
+    model = make_model(CTALForSequenceClassification, num_labels=3, classifier_head="original_code", **overrides)
+    assert model.classifier.bias is None and not hasattr(model, "audio_pooling")
+    batch = make_batch()
+    out = model(**batch, output_hidden_states=True)
+    assert out.logits.shape == (2, 3) and out.embeddings.shape == (2, 64)
+    embeddings, logits, (pooled_t, max_t, pooled_a, max_a) = released_code_head(
+        model, out.text_hidden_states[-1], out.audio_hidden_states[-1], batch["attention_mask"],
+        batch["audio_attention_mask"],
+    )
+    torch.testing.assert_close(out.embeddings, embeddings, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, logits, atol=1e-6, rtol=1e-5)
+    if overrides:
+        assert out.orthogonal_loss is None
+    else:
+        # The orthogonal term pairs the pooled vectors after the tanh projections, as the released code does.
+        cosine = nn.functional.cosine_similarity
+        expected = cosine(pooled_a, pooled_t).abs().mean() + cosine(max_a, max_t).abs().mean()
+        torch.testing.assert_close(out.orthogonal_loss, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_released_code_head_is_a_different_computation():
+    batch = make_batch()
+    paper = make_model(CTALForSequenceClassification, num_labels=3)
+    original = make_model(CTALForSequenceClassification, num_labels=3, classifier_head="original_code")
+    paper_heads = {name.split(".")[0] for name, _ in paper.named_parameters() if not name.startswith("ctal.")}
+    original_heads = {name.split(".")[0] for name, _ in original.named_parameters() if not name.startswith("ctal.")}
+    assert paper_heads == {"audio_pooling", "classifier"}
+    assert original_heads == {
+        "text_projection", "audio_projection", "audio_attention", "fusion_projection", "classifier"
+    }
+    # Same seed, same encoder: only the head differs, and it changes the utterance vector.
+    assert torch.equal(original.ctal(**batch).text_last_hidden_state, paper.ctal(**batch).text_last_hidden_state)
+    paper_out, original_out = paper(**batch), original(**batch)
+    assert not torch.allclose(original_out.embeddings, paper_out.embeddings, atol=1e-3)
+    # The released head's utterance vector is a tanh output; the paper's h^fuse is not bounded.
+    assert original_out.embeddings.abs().max() < 1 and paper_out.embeddings.abs().max() > 1
+
+
+def test_released_code_head_save_and_load(tmp_path):
+    model = make_model(CTALForSequenceClassification, num_labels=3, classifier_head="original_code")
+    batch = make_batch()
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["classifier_head"] == "original_code"
+    loaded, info = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, attn_implementation="eager", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert type(loaded) is CTALForSequenceClassification and loaded.config.classifier_head == "original_code"
+    loaded.eval()
+    for key in ("logits", "embeddings"):
+        assert torch.equal(loaded(**batch)[key], model(**batch)[key]), key
+    # The encoder alone loads from it too, leaving the head behind.
+    base, info = AutoModel.from_pretrained(tmp_path, attn_implementation="eager", output_loading_info=True)
+    assert not info["missing_keys"]
+    assert torch.equal(base.eval()(**batch).audio_last_hidden_state, model.ctal(**batch).audio_last_hidden_state)
+
+
 # ---------------------------------------------------------------------------------------------- edge cases
 
 
-def test_config_shortcuts_write_both_stacks(tmp_path):
-    config = tiny_config(text_num_hidden_layers=1)
-    assert config.num_hidden_layers == 2 and config.text_num_hidden_layers == 1
+def test_config_from_pretrained_overrides_are_validated(tmp_path):
+    config = tiny_config(num_hidden_layers=1)
     config.save_pretrained(tmp_path)
-    assert "hidden_size" not in config.to_dict()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert not {prefix + field for prefix in ("text_", "audio_") for field in SHARED_STACK_FIELDS} & set(saved)
     loaded = CTALConfig.from_pretrained(tmp_path, hidden_size=64, intermediate_size=96)
-    assert (loaded.text_hidden_size, loaded.audio_hidden_size, loaded.text_intermediate_size) == (64, 64, 96)
-    loaded.text_hidden_size = 48
-    with pytest.raises(ValueError, match="must equal `audio_hidden_size`"):
-        loaded.validate_ctal()
+    assert (loaded.hidden_size, loaded.num_hidden_layers, loaded.intermediate_size) == (64, 1, 96)
+    # The keyword arguments are applied after construction; validation runs after them too.
+    with pytest.raises(StrictDataclassError, match="divisible by `num_attention_heads`"):
+        CTALConfig.from_pretrained(tmp_path, hidden_size=50)
+    with pytest.raises(StrictDataclassError, match="divisible by `num_attention_heads`"):
+        AutoConfig.from_pretrained(tmp_path, hidden_size=50)
+    loaded.hidden_size = 50
+    with pytest.raises(StrictDataclassError, match="divisible by `num_attention_heads`"):
+        loaded.validate()
+    with pytest.raises(StrictDataclassError, match="divisible by `num_attention_heads`"):
+        loaded.save_pretrained(tmp_path / "invalid")
 
 
 def test_causal_switch_is_fixed_at_construction():
@@ -563,3 +717,27 @@ def test_flex_attention_matches_eager(causal):
         out_e, out_f = eager(**batch), flex(**batch)
     for name, mask in (("text_last_hidden_state", "attention_mask"), ("audio_last_hidden_state", "audio_attention_mask")):
         assert (out_e[name] - out_f[name]).abs()[batch[mask].bool()].max() < 1e-5, name
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+
+def test_readme_equation_table_names_real_code():
+    """Every name in the README's "Paper equations in the code" table exists: module-level classes and functions of
+    modeling_ctal, `Class.attribute` as a method or as a sub-module of a built model, or a CTALConfig field."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Paper equations in the code", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if re.match(r"\| \d", line)]
+    assert {"3.1.2", "3.1.3", "3.2.1", "3.2.2", "3.3", "3.3.1"} <= {row[0].strip("| ") for row in rows}
+    models = [make_model(CTALForSequenceClassification, num_labels=2), make_model(CTALForPreTraining)]
+    instances = {type(module).__name__: module for model in models for module in model.modules()}
+    config_fields = {field.name for field in fields(CTALConfig)}
+    names = [re.sub(r"=.*", "", name) for row in rows for name in re.findall(r"`([^`]+)`", row[-1])]
+    assert len(names) > 20
+    for name in names:
+        owner, _, attribute = name.partition(".")
+        if name in config_fields:
+            continue
+        assert hasattr(modeling_ctal, owner), name
+        if attribute:
+            assert hasattr(getattr(modeling_ctal, owner), attribute) or hasattr(instances[owner], attribute), name

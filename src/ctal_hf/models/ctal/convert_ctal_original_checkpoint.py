@@ -40,6 +40,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 # torch's public weights_only machinery (`torch.serialization.safe_globals`, `get_unsafe_globals_in_checkpoint`) cannot
 # keep this module's guarantee, so only the allowlist itself is taken from the private module: the weights_only
@@ -53,7 +54,7 @@ from transformers.utils import logging as hf_logging
 
 from ...training.hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
 from ...training.model_card import write_model_card
-from .configuration_ctal import CTAL_PRESETS, STACK_FIELDS, CTALConfig
+from .configuration_ctal import CTAL_PRESETS, SHARED_STACK_FIELDS, CTALConfig
 from .modeling_ctal import CTALForPreTraining
 from .processing_ctal import processor_for_config
 from .tokenization_ctal import load_tokenizer
@@ -299,6 +300,8 @@ def config_from_original(
     settings: Mapping, *, audio_causal_self_attention: bool = True, tie_word_embeddings: bool = True
 ) -> CTALConfig:
     """`CTALConfig` equivalent to the original training config's `semantic` (text) and `acoustic` (audio) sections.
+    The two sections must agree on every size field (`SHARED_STACK_FIELDS`), as in the authors' released configs:
+    CTAL has one set of sizes for both stacks.
 
     Text positions lose RoBERTa's padding offset (`max_position_embeddings - pad_token_id - 1` positions remain,
     510 for the released 512-row table); audio positions are kept. `audio_causal_self_attention=True` reproduces the
@@ -324,11 +327,20 @@ def config_from_original(
             f"semantic.hidden_act={text['hidden_act']!r}: the original MLM head always uses GELU, so only 'gelu' "
             "converts exactly."
         )
+    differing = [field for field in SHARED_STACK_FIELDS if text[field] != audio[field]]
+    if differing:
+        settings_text = ", ".join(
+            f"semantic.{field}={text[field]!r} but acoustic.{field}={audio[field]!r}" for field in differing
+        )
+        raise OriginalCheckpointError(
+            f"The original config gives the two stacks different sizes ({settings_text}; a key the yaml leaves out "
+            "is RoBERTa's default). CTAL has one set of sizes for the text and audio stacks, as the authors' released "
+            "configs do, so this checkpoint cannot be converted."
+        )
     position_offset = text["pad_token_id"] + 1
     return CTALConfig(
         vocab_size=text["vocab_size"],
-        **{f"text_{field}": text[field] for field in STACK_FIELDS},
-        **{f"audio_{field}": audio[field] for field in STACK_FIELDS},
+        **{field: text[field] for field in SHARED_STACK_FIELDS},
         max_position_embeddings=text["max_position_embeddings"] - position_offset,
         audio_feature_size=audio["audio_size"],
         max_audio_frames=audio["max_position_embeddings"],
@@ -403,9 +415,7 @@ def weight_mapping(config: CTALConfig) -> list[WeightMapping]:
             functools.partial(fold_text_positions, offset=config.pad_token_id + 1),
         ),
         *_linear("ctal.text_embeddings.LayerNorm", f"{text_emb}.LayerNorm"),
-        *_layers(
-            "ctal.text_encoder.layer", f"{TEXT}roberta.encoder.layer", config.text_num_hidden_layers, LAYER_MODULES
-        ),
+        *_layers("ctal.text_encoder.layer", f"{TEXT}roberta.encoder.layer", config.num_hidden_layers, LAYER_MODULES),
         *_linear("ctal.audio_embeddings.projection", f"{audio_emb}.dense"),
         WeightMapping(
             "ctal.audio_embeddings.position_embeddings.weight",
@@ -416,7 +426,7 @@ def weight_mapping(config: CTALConfig) -> list[WeightMapping]:
         *_layers(
             "ctal.audio_encoder.layer",
             f"{AUDIO}acoustic.encoder.layer",
-            config.audio_num_hidden_layers,
+            config.num_hidden_layers,
             {**LAYER_MODULES, **CROSS_ATTENTION_MODULES},
         ),
     ]
@@ -485,8 +495,7 @@ def convert_state_dict(
 def matching_preset(config: CTALConfig) -> str | None:
     """The paper size (`"ctal-base"` / `"ctal-large"`) with this architecture, if any."""
     for name, preset in CTAL_PRESETS.items():
-        stacks = ("text", "audio")
-        if all(getattr(config, f"{stack}_{key}") == value for key, value in preset.items() for stack in stacks):
+        if all(getattr(config, key) == value for key, value in preset.items()):
             return name
     return None
 
@@ -574,12 +583,10 @@ def print_summary(model: CTALForPreTraining, checkpoint: Mapping[str, Any], outp
         f"Converted original CTAL checkpoint (global step {checkpoint.get('Global_step', '?')}) -> {output_dir}",
         f"  parameters: {sum(p.numel() for p in model.parameters()):,} "
         + "(" + ", ".join(f"{name} {count:,}" for name, count in counts.items()) + ")",
-        f"  text:  N={config.text_num_hidden_layers} A={config.text_num_attention_heads} "
-        f"H={config.text_hidden_size} FFN={config.text_intermediate_size} vocab={config.vocab_size} "
-        f"positions={config.max_position_embeddings}",
-        f"  audio: N={config.audio_num_hidden_layers} A={config.audio_num_attention_heads} "
-        f"H={config.audio_hidden_size} FFN={config.audio_intermediate_size} features={config.audio_feature_size} "
-        f"frames={config.max_audio_frames}",
+        f"  each stack: N={config.num_hidden_layers} A={config.num_attention_heads} H={config.hidden_size} "
+        f"FFN={config.intermediate_size}",
+        f"  text: vocab={config.vocab_size} positions={config.max_position_embeddings}; "
+        f"audio: features={config.audio_feature_size} frames={config.max_audio_frames}",
         f"  audio_causal_self_attention={config.audio_causal_self_attention} "
         f"tie_word_embeddings={config.tie_word_embeddings} preset={matching_preset(config)}",
     ]
@@ -615,8 +622,8 @@ def verify_converted_model(output_dir: str | Path, reference: CTALForPreTraining
     batch_size, length = batch["input_ids"].shape
     frames = batch["audio_features"].shape[1]
     shapes = {
-        "text_last_hidden_state": (batch_size, length, config.text_hidden_size),
-        "audio_last_hidden_state": (batch_size, frames, config.audio_hidden_size),
+        "text_last_hidden_state": (batch_size, length, config.hidden_size),
+        "audio_last_hidden_state": (batch_size, frames, config.hidden_size),
         "mlm_logits": (batch_size, length, config.vocab_size),
         "mcam_predictions": (batch_size, frames, config.audio_feature_size),
     }
@@ -681,7 +688,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         convert_original_checkpoint(**vars(args))
-    except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError, HubUnreachableError) as error:
+    except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError, StrictDataclassError,
+            HubUnreachableError) as error:
         sys.exit(f"ctal-convert-original: {error}")
 
 

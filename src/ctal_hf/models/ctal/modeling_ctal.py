@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -23,15 +22,10 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_ctal import STACK_FIELDS, CTALConfig
+from .configuration_ctal import CTALConfig
 
 
 logger = logging.get_logger(__name__)
-
-
-def stack_config(config: CTALConfig, stack: str) -> SimpleNamespace:
-    """The size fields of one stack (`"text"` or `"audio"`) without their prefix."""
-    return SimpleNamespace(**{field: getattr(config, f"{stack}_{field}") for field in STACK_FIELDS})
 
 
 def eager_attention_forward(
@@ -59,18 +53,16 @@ class CTALMultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) of the paper. Self-attention when `key_value_states` is None; cross-modal attention
     (section 3.1.3: queries from the audio stream, keys and values from the final text states) otherwise."""
 
-    def __init__(self, config: CTALConfig, stack: str, kv_hidden_size: int | None = None, is_causal: bool = False):
+    def __init__(self, config: CTALConfig, is_causal: bool = False):
         super().__init__()
-        sizes = stack_config(config, stack)
         self.config = config
-        self.num_heads = sizes.num_attention_heads
-        self.head_dim = sizes.hidden_size // sizes.num_attention_heads
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
-        kv_hidden_size = kv_hidden_size or sizes.hidden_size
-        self.query = nn.Linear(sizes.hidden_size, sizes.hidden_size)
-        self.key = nn.Linear(kv_hidden_size, sizes.hidden_size)
-        self.value = nn.Linear(kv_hidden_size, sizes.hidden_size)
-        self.dropout = sizes.attention_probs_dropout_prob
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_probs_dropout_prob
         # Set explicitly: transformers' SDPA integration treats a module without `is_causal` as causal.
         self.is_causal = is_causal
 
@@ -104,13 +96,14 @@ class CTALMultiHeadAttention(nn.Module):
 
 
 class CTALAddNorm(nn.Module):
-    """`LayerNorm(dropout(dense(x)) + residual)`: the post-LN sub-layer output of the paper's equations."""
+    """`LayerNorm(dropout(dense(x)) + residual)`: the post-LN sub-layer output of the paper's equations. `dense` maps
+    `input_size` (H, or the FFN size) to H."""
 
-    def __init__(self, in_size: int, hidden_size: int, dropout: float, eps: float):
+    def __init__(self, config: CTALConfig, input_size: int):
         super().__init__()
-        self.dense = nn.Linear(in_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(input_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
@@ -119,11 +112,10 @@ class CTALAddNorm(nn.Module):
 class CTALAttentionBlock(nn.Module):
     """Attention followed by add & LayerNorm, e.g. `H~ = LayerNorm(MultiHead(H, H, H) + H)`."""
 
-    def __init__(self, config: CTALConfig, stack: str, kv_hidden_size: int | None = None, is_causal: bool = False):
+    def __init__(self, config: CTALConfig, is_causal: bool = False):
         super().__init__()
-        sizes = stack_config(config, stack)
-        self.self = CTALMultiHeadAttention(config, stack, kv_hidden_size=kv_hidden_size, is_causal=is_causal)
-        self.output = CTALAddNorm(sizes.hidden_size, sizes.hidden_size, sizes.hidden_dropout_prob, sizes.layer_norm_eps)
+        self.self = CTALMultiHeadAttention(config, is_causal=is_causal)
+        self.output = CTALAddNorm(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, key_value_states=None):
         attn_output, attn_weights = self.self(hidden_states, attention_mask, key_value_states)
@@ -133,14 +125,11 @@ class CTALAttentionBlock(nn.Module):
 class CTALFeedForward(nn.Module):
     """`H = LayerNorm(FFN(X) + X)` with `FFN(X) = W2 act(W1 X)`."""
 
-    def __init__(self, config: CTALConfig, stack: str):
+    def __init__(self, config: CTALConfig):
         super().__init__()
-        sizes = stack_config(config, stack)
-        self.intermediate = nn.Linear(sizes.hidden_size, sizes.intermediate_size)
-        self.act = ACT2FN[sizes.hidden_act]
-        self.output = CTALAddNorm(
-            sizes.intermediate_size, sizes.hidden_size, sizes.hidden_dropout_prob, sizes.layer_norm_eps
-        )
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.output = CTALAddNorm(config, config.intermediate_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.output(self.act(self.intermediate(hidden_states)), hidden_states)
@@ -151,8 +140,8 @@ class CTALTextLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.attention = CTALAttentionBlock(config, "text")
-        self.feed_forward = CTALFeedForward(config, "text")
+        self.attention = CTALAttentionBlock(config)
+        self.feed_forward = CTALFeedForward(config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None):
         hidden_states, self_weights = self.attention(hidden_states, attention_mask)
@@ -165,9 +154,9 @@ class CTALAudioLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.attention = CTALAttentionBlock(config, "audio", is_causal=config.audio_causal_self_attention)
-        self.crossattention = CTALAttentionBlock(config, "audio", kv_hidden_size=config.text_hidden_size)
-        self.feed_forward = CTALFeedForward(config, "audio")
+        self.attention = CTALAttentionBlock(config, is_causal=config.audio_causal_self_attention)
+        self.crossattention = CTALAttentionBlock(config)
+        self.feed_forward = CTALFeedForward(config)
 
     def forward(
         self,
@@ -187,10 +176,10 @@ class CTALTextEmbeddings(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.text_hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.text_hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.text_hidden_size, eps=config.text_layer_norm_eps)
-        self.dropout = nn.Dropout(config.text_hidden_dropout_prob)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
         if inputs_embeds is None:
@@ -211,10 +200,10 @@ class CTALAudioEmbeddings(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.projection = nn.Linear(config.audio_feature_size, config.audio_hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_audio_frames, config.audio_hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.audio_hidden_size, eps=config.audio_layer_norm_eps)
-        self.dropout = nn.Dropout(config.audio_hidden_dropout_prob)
+        self.projection = nn.Linear(config.audio_feature_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_audio_frames, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
         length = audio_features.shape[1]
@@ -234,7 +223,7 @@ class CTALTextEncoder(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.layer = nn.ModuleList([CTALTextLayer(config) for _ in range(config.text_num_hidden_layers)])
+        self.layer = nn.ModuleList([CTALTextLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(self, hidden_states, attention_mask, output_attentions: bool, output_hidden_states: bool):
         all_hidden = (hidden_states,) if output_hidden_states else None
@@ -254,7 +243,7 @@ class CTALTextReferredAudioEncoder(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.layer = nn.ModuleList([CTALAudioLayer(config) for _ in range(config.audio_num_hidden_layers)])
+        self.layer = nn.ModuleList([CTALAudioLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(
         self,
@@ -312,14 +301,14 @@ class CTALModelOutput(ModelOutput):
     Outputs of [`CTALModel`].
 
     Args:
-        text_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length, text_hidden_size)`):
+        text_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`):
             H_w^N, the final states of the text encoder.
-        audio_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_hidden_size)`):
+        audio_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, audio_frames, hidden_size)`):
             H_a^N, the final states of the text-referred audio encoder (None when no audio was given).
         text_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`): the embeddings and each
-            text layer's output, each `(batch_size, text_length, text_hidden_size)`.
+            text layer's output, each `(batch_size, text_length, hidden_size)`.
         audio_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`): the embeddings and each
-            audio layer's output, each `(batch_size, audio_frames, audio_hidden_size)`.
+            audio layer's output, each `(batch_size, audio_frames, hidden_size)`.
         text_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): text self-attention
             probabilities per layer, each `(batch_size, heads, text_length, text_length)` (eager attention only).
         audio_attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True`): audio self-attention
@@ -341,7 +330,14 @@ class CTALModel(CTALPreTrainedModel):
     """The bare CTAL model: text encoder + text-referred audio encoder (paper Figure 1, section 3.1)."""
 
     # Loading the encoder from a pre-training or fine-tuning checkpoint leaves their heads behind, by design.
-    _keys_to_ignore_on_load_unexpected = [r"^mlm_head\.", r"^mcam_head\.", r"^audio_pooling\.", r"^classifier\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^mlm_head\.",
+        r"^mcam_head\.",
+        r"^audio_pooling\.",
+        r"^classifier\.",
+        r"^(text|audio|fusion)_projection\.",
+        r"^audio_attention\.",
+    ]
 
     def __init__(self, config: CTALConfig):
         super().__init__(config)
@@ -379,7 +375,7 @@ class CTALModel(CTALPreTrainedModel):
                 *optional*): acoustic frames from `CTALFeatureExtractor`; without them only the text encoder runs.
             audio_attention_mask (`torch.Tensor` of shape `(batch_size, audio_frames)`, *optional*): 1 for frames,
                 0 for padding.
-            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, text_hidden_size)`, *optional*):
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`, *optional*):
                 token embeddings to use instead of `input_ids`.
             output_attentions (`bool`, *optional*): return attention probabilities (eager attention).
             output_hidden_states (`bool`, *optional*): return the states of every layer.
@@ -453,9 +449,9 @@ class CTALModel(CTALPreTrainedModel):
                 f"model's vocabulary [0, {vocab_size}) (`vocab_size`): tokenise with the tokenizer saved with this "
                 "model, or build the model with that tokenizer's `len(tokenizer)` as `vocab_size`.",
             )
-        elif inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.text_hidden_size:
+        elif inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
             raise ValueError(
-                f"`inputs_embeds` must have shape (batch, text_length, {self.config.text_hidden_size}), got "
+                f"`inputs_embeds` must have shape (batch, text_length, {self.config.hidden_size}), got "
                 f"{tuple(inputs_embeds.shape)}."
             )
         batch_size, text_length = text.shape[:2]
@@ -490,11 +486,11 @@ class CTALModel(CTALPreTrainedModel):
 class CTALPredictionTransform(nn.Module):
     """dense -> activation -> LayerNorm, shared by the MLM and MCAM heads."""
 
-    def __init__(self, hidden_size: int, act: str, eps: float):
+    def __init__(self, config: CTALConfig):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.act = ACT2FN[act]
-        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.layer_norm(self.act(self.dense(hidden_states)))
@@ -505,8 +501,8 @@ class CTALMLMHead(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.transform = CTALPredictionTransform(config.text_hidden_size, config.text_hidden_act, config.text_layer_norm_eps)
-        self.decoder = nn.Linear(config.text_hidden_size, config.vocab_size, bias=False)
+        self.transform = CTALPredictionTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, text_states: torch.Tensor) -> torch.Tensor:
@@ -518,10 +514,8 @@ class CTALMCAMHead(nn.Module):
 
     def __init__(self, config: CTALConfig):
         super().__init__()
-        self.transform = CTALPredictionTransform(
-            config.audio_hidden_size, config.audio_hidden_act, config.audio_layer_norm_eps
-        )
-        self.decoder = nn.Linear(config.audio_hidden_size, config.audio_feature_size, bias=False)
+        self.transform = CTALPredictionTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.audio_feature_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.audio_feature_size))
 
     def forward(self, audio_states: torch.Tensor) -> torch.Tensor:
@@ -686,10 +680,15 @@ class CTALAttentionPooling(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         scores = self.score(torch.tanh(self.dense(hidden_states))).squeeze(-1)
-        if mask is not None:
-            scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1)
-        return torch.einsum("bt,bth->bh", weights, hidden_states)
+        return masked_softmax_pool(scores, hidden_states, mask)
+
+
+def masked_softmax_pool(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`Softmax(scores) . values` over time: scores `(B, T)`, values `(B, T, H)` -> `(B, H)`, padding excluded."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    return torch.einsum("bt,bth->bh", weights, values)
 
 
 def masked_max_pool(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -714,7 +713,9 @@ class CTALSequenceClassifierOutput(ModelOutput):
             orthogonal_loss` in training.
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`).
         embeddings (`torch.FloatTensor` of shape `(batch_size, 2 * hidden_size)`): the utterance representation fed to
-            the classifier (h^fuse with fusion); cosine-score it for speaker verification.
+            the classifier (h^fuse with fusion; with `classifier_head="original_code"` the fused vector after
+            tanh(Linear 2H->2H), the speaker embedding of the released code); cosine-score it for speaker
+            verification.
         orthogonal_loss (`torch.FloatTensor` of shape `()`): the orthogonal regularisation term (section 3.3.1), when
             fusion uses both modalities.
         text_hidden_states, audio_hidden_states, text_attentions, audio_attentions, cross_attentions: as in
@@ -735,30 +736,56 @@ class CTALSequenceClassifierOutput(ModelOutput):
 class CTALForSequenceClassification(CTALPreTrainedModel):
     """CTAL with the fine-tuning head of section 3.3: audio attention pooling + max pooling, text `<s>` state + max
     pooling, the fusion `h^fuse = (h_a^attn + h_w^attn) (+) (h_a^max + h_w^max)` and a linear classifier on h^fuse.
-    Ablations (Table 4): `use_fusion=False` gives `h_w^attn (+) h_a^attn`; `modality_outputs="audio"`/`"text"` gives
-    `h^attn (+) h^max` of one stream. Classification (cross-entropy), regression (`num_labels=1`; L1 as in the paper or
-    MSE with `regression_loss="mse"`) and multi-label classification (BCE) follow `config.problem_type`."""
+    Ablations (Table 4): `use_fusion=False` gives `h_w^attn (+) h_a^attn` (row d); `modality_outputs="text"` (row e)
+    or `"audio"` (row f) gives `h^attn (+) h^max` of one stream. Classification (cross-entropy), regression
+    (`num_labels=1`; L1 as in the paper or MSE with `regression_loss="mse"`) and multi-label classification (BCE)
+    follow `config.problem_type`.
+
+    `config.classifier_head="original_code"` computes the head of the authors' released fine-tuning code instead:
+    `t = tanh(text_projection(H_w^N))`, `a = tanh(audio_projection(H_a^N))`; text pooled `t[:, 0]` and max-pooled over
+    `t[:, 1:]` (without `<s>`); audio pooled `Softmax(audio_attention(a)) . a` (a biased score) and max-pooled over
+    `a`; the same fusion or ablation of these vectors, then `tanh(fusion_projection(.))` (2H -> 2H) and a bias-free
+    classifier. The released code defines a classifier dropout but never applies it: `classifier_dropout=0.0`
+    trains as it did."""
 
     def __init__(self, config: CTALConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.ctal = CTALModel(config)
-        self.audio_pooling = CTALAttentionPooling(config.audio_hidden_size) if config.modality_outputs != "text" else None
-        width = 2 * (config.text_hidden_size if config.modality_outputs == "text" else config.audio_hidden_size)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.audio_hidden_dropout_prob
+        hidden = config.hidden_size
+        uses_text, uses_audio = config.modality_outputs != "audio", config.modality_outputs != "text"
+        if config.classifier_head == "original_code":
+            self.text_projection = nn.Linear(hidden, hidden) if uses_text else None
+            self.audio_projection = nn.Linear(hidden, hidden) if uses_audio else None
+            self.audio_attention = nn.Linear(hidden, 1) if uses_audio else None
+            self.fusion_projection = nn.Linear(2 * hidden, 2 * hidden)
+        else:
+            self.audio_pooling = CTALAttentionPooling(hidden) if uses_audio else None
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(width, config.num_labels)
+        self.classifier = nn.Linear(2 * hidden, config.num_labels, bias=config.classifier_head == "paper")
         self.post_init()
 
     def _pool(self, outputs: CTALModelOutput, attention_mask, audio_attention_mask):
         """The four pooled vectors of section 3.3, each `(B, H)` (None for a modality that is not used)."""
         text_attn = text_max = audio_attn = audio_max = None
+        original = self.config.classifier_head == "original_code"
         if self.config.modality_outputs != "audio":
-            text_attn = outputs.text_last_hidden_state[:, 0]
-            text_max = masked_max_pool(outputs.text_last_hidden_state, attention_mask)
+            text = outputs.text_last_hidden_state
+            if original:
+                text = torch.tanh(self.text_projection(text))
+                text_max = masked_max_pool(text[:, 1:], None if attention_mask is None else attention_mask[:, 1:])
+            else:
+                text_max = masked_max_pool(text, attention_mask)
+            text_attn = text[:, 0]
         if self.config.modality_outputs != "text":
-            audio_attn = self.audio_pooling(outputs.audio_last_hidden_state, audio_attention_mask)
-            audio_max = masked_max_pool(outputs.audio_last_hidden_state, audio_attention_mask)
+            audio = outputs.audio_last_hidden_state
+            if original:
+                audio = torch.tanh(self.audio_projection(audio))
+                audio_attn = masked_softmax_pool(self.audio_attention(audio).squeeze(-1), audio, audio_attention_mask)
+            else:
+                audio_attn = self.audio_pooling(audio, audio_attention_mask)
+            audio_max = masked_max_pool(audio, audio_attention_mask)
         return text_attn, text_max, audio_attn, audio_max
 
     def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -821,6 +848,8 @@ class CTALForSequenceClassification(CTALPreTrainedModel):
             ortho = orthogonal_loss(audio_attn, text_attn) + orthogonal_loss(audio_max, text_max)
         else:
             embeddings = torch.cat([text_attn, audio_attn], dim=-1)
+        if self.config.classifier_head == "original_code":
+            embeddings = torch.tanh(self.fusion_projection(embeddings))
 
         logits = self.classifier(self.dropout(embeddings))
         loss = None

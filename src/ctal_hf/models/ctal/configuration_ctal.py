@@ -6,6 +6,8 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
+from ...modeling_utils import REGRESSION_LOSSES
+
 
 # Paper section 4.1: N layers per stack, A heads, hidden size H (FFN 4H as in the original code).
 CTAL_PRESETS: dict[str, dict] = {
@@ -29,7 +31,6 @@ STACK_FIELDS = (
 )
 
 MODALITY_OUTPUTS = ("both", "audio", "text")
-REGRESSION_LOSSES = ("l1", "mse")
 
 
 class CTALConfig(PreTrainedConfig):

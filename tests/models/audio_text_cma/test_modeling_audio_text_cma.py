@@ -7,6 +7,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -678,4 +679,56 @@ def test_parameter_counts_at_published_sizes(capsys):
         "total": 426_703_748,
         "trainable (feature encoder frozen)": 422_493_572,
         "CTAL-Large for classification": 125_699_332,
+    }
+
+
+def forward_flops(model: nn.Module, **inputs) -> dict[str, int]:
+    """Forward FLOPs per module (`torch.utils.flop_counter`: matrix products, convolutions, attention)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(**inputs)
+    return {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+
+
+def test_forward_flops_at_published_sizes(capsys):
+    """Cost of one forward pass over a 10 s utterance with 32 tokens at the paper's sizes, next to CTAL-Large (10 s =
+    801 frames of 12.5 ms); the README quotes these numbers."""
+    seconds, tokens = 10, 32
+    ids = dict(input_ids=torch.zeros(1, tokens, dtype=torch.long))
+    published = AudioTextCMAConfig(num_labels=4)
+    # The pre-trained encoders and CTAL at full size on the meta device: shapes only, no weights, no arithmetic.
+    with torch.device("meta"):
+        speech = AutoModel.from_config(published.audio_config).eval()
+        text = AutoModel.from_config(published.text_config, add_pooling_layer=False).eval()
+        ctal = CTALForSequenceClassification(CTALConfig.from_preset("ctal-large", num_labels=4)).eval()
+        speech_flops = forward_flops(speech, input_values=torch.zeros(1, 16000 * seconds))["Global"]
+        text_flops = forward_flops(text, **ids)["Global"]
+        ctal_flops = forward_flops(ctal, audio_features=torch.zeros(1, 1 + 16000 * seconds // 200, 160), **ids)
+    # The layers above the encoders at full width through the model's own forward (it needs real tensors), with
+    # encoders that keep the published output widths and frame rate but are otherwise minimal; their share is removed.
+    narrow_audio = dict(published.audio_config.to_dict(), conv_dim=[8] * 7, num_hidden_layers=1, intermediate_size=8,
+                        num_conv_pos_embeddings=2, num_conv_pos_embedding_groups=1)
+    narrow_text = dict(published.text_config.to_dict(), num_hidden_layers=1, intermediate_size=8)
+    model = AudioTextCMAForSequenceClassification(
+        AudioTextCMAConfig(audio_config=narrow_audio, text_config=narrow_text, num_labels=4)
+    ).eval()
+    counts = forward_flops(model, input_values=torch.randn(1, 16000 * seconds), **ids)
+    prefix = "AudioTextCMAForSequenceClassification.audio_text_cma"
+    head_flops = counts["Global"] - counts[f"{prefix}.audio_model"] - counts[f"{prefix}.text_model"]
+    gflops = {
+        "speech encoder": speech_flops / 1e9,
+        "text encoder": text_flops / 1e9,
+        "layers above": head_flops / 1e9,
+        "total": (speech_flops + text_flops + head_flops) / 1e9,
+        "CTAL-Large": ctal_flops["Global"] / 1e9,
+    }
+    with capsys.disabled():
+        print()
+        for name, value in gflops.items():
+            print(f"{name:20s} {value:8.2f} GFLOP")
+    assert {name: round(value, 1) for name, value in gflops.items()} == {
+        "speech encoder": 383.9,
+        "text encoder": 5.5,
+        "layers above": 0.6,
+        "total": 389.9,
+        "CTAL-Large": 96.0,
     }

@@ -647,6 +647,8 @@ def test_parameter_counts_at_published_sizes(capsys):
     them, next to CTAL-Large; the README quotes these numbers."""
     with torch.device("meta"):
         model = AudioTextCMAForSequenceClassification(AudioTextCMAConfig(num_labels=4))
+        frozen_config = AudioTextCMAConfig(num_labels=4, freeze_pretrained_encoders=True)
+        frozen = AudioTextCMAForSequenceClassification(frozen_config)
         ctal = CTALForSequenceClassification(CTALConfig.from_preset("ctal-large", num_labels=4))
     counts = {
         "speech encoder (wav2vec 2.0 Large)": count_parameters(model, "audio_text_cma.audio_model."),
@@ -661,6 +663,7 @@ def test_parameter_counts_at_published_sizes(capsys):
         "classifier (4 classes)": count_parameters(model, "classifier."),
         "total": count_parameters(model),
         "trainable (feature encoder frozen)": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable (both encoders frozen)": sum(p.numel() for p in frozen.parameters() if p.requires_grad),
         "CTAL-Large for classification": count_parameters(ctal),
     }
     with capsys.disabled():
@@ -678,6 +681,7 @@ def test_parameter_counts_at_published_sizes(capsys):
         "classifier (4 classes)": 4_100,
         "total": 426_703_748,
         "trainable (feature encoder frozen)": 422_493_572,
+        "trainable (both encoders frozen)": 2_373_380,
         "CTAL-Large for classification": 125_699_332,
     }
 

@@ -114,6 +114,21 @@ def test_text_and_audio_limits(processor, caplog):
     assert padded["input_ids"].shape == (1, 16) and padded["input_values"].shape == (1, 8000)
 
 
+def test_from_audio_text_pretrained(processor, tmp_path):
+    Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(tmp_path / "speech")
+    processor.tokenizer.save_pretrained(tmp_path / "text")
+    built = AudioTextCMAProcessor.from_audio_text_pretrained(str(tmp_path / "speech"), str(tmp_path / "text"))
+    assert type(built.feature_extractor) is Wav2Vec2FeatureExtractor and built.feature_extractor.return_attention_mask
+    assert type(built.tokenizer) is BertTokenizer and built.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    audio = [make_audio(9000), make_audio(5000, seed=1)]
+    expected = processor(audio=audio, text=TEXTS, sampling_rate=SR, return_tensors="pt")
+    outputs = built(audio=audio, text=TEXTS, sampling_rate=SR, return_tensors="pt")
+    for key in expected:
+        torch.testing.assert_close(outputs[key], expected[key], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="prefix them with `audio_` or `text_`"):
+        AudioTextCMAProcessor.from_audio_text_pretrained(str(tmp_path / "speech"), str(tmp_path / "text"), revision="x")
+
+
 def test_decode(processor):
     ids = processor(text=TEXTS)["input_ids"]
     assert processor.batch_decode(ids, skip_special_tokens=True) == ["hello there, how are you?", "fine."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from transformers import AutoFeatureExtractor, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PaddingStrategy, TensorType, logging
@@ -36,6 +37,22 @@ class AudioTextCMAProcessor(ProcessorMixin):
 
     def __init__(self, feature_extractor, tokenizer):
         super().__init__(feature_extractor, tokenizer)
+
+    @classmethod
+    def from_audio_text_pretrained(
+        cls, audio_name_or_path: str, text_name_or_path: str, **kwargs
+    ) -> "AudioTextCMAProcessor":
+        """The processor of the two pre-trained encoders that `AudioTextCMAModel.from_audio_text_pretrained` starts
+        from: the speech checkpoint's feature extractor (asked for attention masks) and the text checkpoint's
+        tokenizer. `audio_*` / `text_*` keyword arguments go to the respective `from_pretrained`."""
+        audio_kwargs = {name[len("audio_") :]: kwargs.pop(name) for name in list(kwargs) if name.startswith("audio_")}
+        text_kwargs = {name[len("text_") :]: kwargs.pop(name) for name in list(kwargs) if name.startswith("text_")}
+        if kwargs:
+            raise TypeError(f"Unexpected arguments {sorted(kwargs)}: prefix them with `audio_` or `text_`.")
+        feature_extractor = AutoFeatureExtractor.from_pretrained(
+            audio_name_or_path, **{"return_attention_mask": True, **audio_kwargs}
+        )
+        return cls(feature_extractor, AutoTokenizer.from_pretrained(text_name_or_path, **text_kwargs))
 
     @property
     def model_input_names(self) -> list[str]:

@@ -556,7 +556,7 @@ def test_gradient_checkpointing_same_loss_and_gradients():
 def test_optimiser_steps_reduce_the_loss():
     model = make_model().train()
     batch, labels = make_batch(), torch.tensor([0, 2])
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
     for _ in range(10):
         loss = model(**batch, labels=labels).loss
@@ -736,3 +736,15 @@ def test_forward_flops_at_published_sizes(capsys):
         "total": 389.9,
         "CTAL-Large": 96.0,
     }
+
+
+def test_bfloat16_model_takes_float32_inputs_and_autocast_trains():
+    batch = make_batch()  # float32 waveforms, as the processor returns them
+    with torch.no_grad():
+        logits = make_model().to(torch.bfloat16)(**batch).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    model = make_model().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch, labels=torch.tensor([0, 2])).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.classifier.weight.grad is not None

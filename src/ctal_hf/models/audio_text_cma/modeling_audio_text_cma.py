@@ -75,8 +75,10 @@ class AudioTextCMAMaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """`hidden_states (B, C, T)`, `frame_mask (B, T)` bool -> `(B, C, T)`."""
         frames = hidden_states.transpose(1, 2)
-        normalised = frames.new_zeros(frames.shape)
-        normalised[frame_mask] = super().forward(frames[frame_mask])
+        valid = super().forward(frames[frame_mask])
+        # Zeros of the output's dtype, which autocast may choose.
+        normalised = valid.new_zeros(frames.shape)
+        normalised[frame_mask] = valid
         return normalised.transpose(1, 2)
 
 

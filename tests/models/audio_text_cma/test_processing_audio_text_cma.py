@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import AutoProcessor, BertTokenizer, Wav2Vec2FeatureExtractor
+from transformers import AutoProcessor, BertTokenizer, Wav2Vec2FeatureExtractor, pipeline
 
 from ctal_hf import AudioTextCMAConfig, AudioTextCMAForSequenceClassification, AudioTextCMAProcessor, load_audio
 from test_modeling_audio_text_cma import tiny_audio_config, tiny_text_config
@@ -172,3 +172,32 @@ def test_outputs_feed_the_model_and_a_batch_equals_each_utterance(processor):
             for clip, text in zip(audio, texts)
         ])  # fmt: skip
     torch.testing.assert_close(alone, batched, rtol=0, atol=1e-5)
+
+
+def test_saved_folder_runs_in_the_audio_text_classification_pipeline(processor, tmp_path):
+    """The folder `save_pretrained` writes (model + processor) is all `pipeline("audio-text-classification")` needs;
+    its scores are the softmax of a direct forward, batched or not."""
+    text_config = tiny_text_config()
+    text_config.vocab_size = len(processor.tokenizer)
+    labels = ["angry", "happy", "neutral", "sad"]
+    torch.manual_seed(0)
+    model = AudioTextCMAForSequenceClassification(
+        AudioTextCMAConfig(audio_config=tiny_audio_config(), text_config=text_config, hidden_size=16,
+                           num_attention_heads=4, intermediate_size=16, conv_dim=(16, 16),
+                           id2label=dict(enumerate(labels)))
+    ).eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    audio = [make_audio(7000), make_audio(3100, seed=1), make_audio(5000, seed=2)]
+    texts = ["fine", "hello there how are you", "the cat sat"]
+    with torch.no_grad():
+        batch = processor(audio=audio, text=texts, sampling_rate=SR, return_tensors="pt")
+        expected = model(**batch).logits.softmax(-1)
+
+    pipe = pipeline("audio-text-classification", model=str(tmp_path), device="cpu")
+    assert type(pipe.model) is AudioTextCMAForSequenceClassification and type(pipe.processor) is AudioTextCMAProcessor
+    inputs = [{"audio": clip, "sampling_rate": SR, "text": text} for clip, text in zip(audio, texts)]
+    for results in ([pipe(item) for item in inputs], pipe(inputs, batch_size=3)):
+        by_label = [{entry["label"]: entry["score"] for entry in result} for result in results]
+        scores = [[result[label] for label in labels] for result in by_label]
+        np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=1e-5)

@@ -127,12 +127,5 @@ class AudioTextCMAConfig(PreTrainedConfig):
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"`hidden_act` {self.hidden_act!r} is not a known activation.")
 
-    @classmethod
-    def from_audio_text_configs(
-        cls, audio_config: PreTrainedConfig, text_config: PreTrainedConfig, **kwargs
-    ) -> "AudioTextCMAConfig":
-        """A config from the two encoders' configs (e.g. `AutoConfig.from_pretrained(...)` of each) and head fields."""
-        return cls(audio_config=audio_config, text_config=text_config, **kwargs)
-
 
 __all__ = ["AudioTextCMAConfig", "MODALITY_OUTPUTS", "WAV2VEC2_LARGE_LV60"]

@@ -9,11 +9,7 @@ from huggingface_hub import ModelCard
 from transformers import BertConfig, Wav2Vec2Config
 
 from ctal_hf import AudioTextCMAConfig
-from ctal_hf.training.model_card_audio_text_cma import (
-    PAPER_RESULTS,
-    render_audio_text_cma_card,
-    write_audio_text_cma_card,
-)
+from ctal_hf.training.model_card_audio_text_cma import PAPER, render_audio_text_cma_card, write_audio_text_cma_card
 
 
 def split_card(text: str) -> tuple[dict, str]:
@@ -35,6 +31,8 @@ def test_published_sizes_card():
     assert metadata["pipeline_tag"] == "audio-classification" and metadata["license"] == "apache-2.0"
     assert "model-index" not in metadata  # the paper's numbers are not results of these weights
     assert ModelCard(card).data.eval_results is None
+    started = "`google-bert/bert-base-uncased` (`from_audio_text_pretrained`). The layers above the encoders were newly"
+    assert started in body
     assert "| speech encoder | wav2vec2 | 24 | 16 | 1024 |" in body
     assert "| text encoder | bert | 12 | 12 | 768 |" in body
     assert "256 filters (kernel 3, stride 2), 256 filters (kernel 3, stride 2), then a BiLSTM of 128" in body
@@ -43,9 +41,9 @@ def test_published_sizes_card():
     assert "classifier over 4 labels (angry, happy, neutral, sad)" in body
     assert "1024-dimensional utterance vector" in body and "takes the waveform attention mask" in body
     assert "not reproduced by `ctal_hf`, and not results of these weights" in body
-    for _, model, how, value in PAPER_RESULTS:
-        assert f"| {model} | {how} | {value:.2%} |" in body
-    assert [value for *_, value in PAPER_RESULTS] == [0.7471, 0.7120, 0.6001, 0.7101]
+    for row in PAPER["results"]:
+        assert f"| {row['table']} | {row['model']} | {row['config']} | {row['ua']:.2%} |" in body
+    assert [row["ua"] for row in PAPER["results"]] == [0.7471, 0.7120, 0.6001, 0.7101]
     assert 'AutoModelForSequenceClassification.from_pretrained("org/cma-iemocap")' in body
     assert "arXiv:2108.09669" in body
 
@@ -63,6 +61,8 @@ def test_single_modality_and_group_norm_cards(modality, tmp_path):
     assert "# run" in body and 'from_pretrained("' + str(tmp_path / "run") + '")' in body
     assert "32-dimensional utterance vector" in body and "CMA-1" not in body.split("## Results")[0]
     assert "both pre-trained encoders are frozen" in body
+    fine_tuned = "The layers above the encoders were newly initialised and the model was fine-tuned on `my/emotions`."
+    assert f"\n{fine_tuned}" in body
     if modality == "audio":
         assert "| speech encoder | wav2vec2 |" in body and "| text encoder |" not in body
         assert "gets no attention mask" in body

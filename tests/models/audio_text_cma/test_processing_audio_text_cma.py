@@ -89,6 +89,8 @@ def test_single_modality_calls_and_errors(processor):
         processor(audio=(make_audio(8000) * 32767).astype(np.int16), sampling_rate=SR)
     with pytest.raises(FileNotFoundError, match="No audio file"):
         processor(audio="missing.wav")
+    with pytest.raises(ValueError, match=r"1 transcript empty or not text: text 0 \(''\)"):
+        processor(text=["", "fine"])
 
 
 def test_text_and_audio_limits(processor, caplog):

@@ -10,6 +10,9 @@ only, the BiLSTM reads packed sequences, both attentions mask padded keys, and p
 
 Shapes: B = batch, S = waveform samples, N = speech-encoder frames (one per 20 ms), T = audio frames after the audio
 feature encoder (N / 4 by default), L = text tokens, D = `hidden_size` (256).
+
+Over 500 lines on purpose: as transformers' own `modeling_*.py` files, one file holds a model family's layers, its
+pre-trained base class and its heads, so that the whole forward pass reads in one place.
 """
 
 from __future__ import annotations

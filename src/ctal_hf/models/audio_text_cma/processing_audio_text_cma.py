@@ -1,20 +1,32 @@
 """Processor of the audio-text cross-modal attention model: one call prepares the raw waveforms for the speech encoder
 (a wav2vec 2.0 feature extractor) and the tokens for the text encoder (a BERT tokenizer)."""
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-
+# No `from __future__ import annotations`: ProcessorMixin reads the kwargs TypedDicts' annotations at call time.
 from transformers import AutoFeatureExtractor, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
-from transformers.utils import PaddingStrategy, TensorType, logging
+from transformers.processing_utils import AudioKwargs, ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.utils import logging
 
 from ...audio import AudioInput, prepare_waveforms
 from ...processing_utils import tokenize_texts
+from ...transcripts import check_transcripts
 
 
 logger = logging.get_logger(__name__)
+
+
+class AudioTextCMAAudioKwargs(AudioKwargs, total=False):
+    """`max_audio_samples`: the audio limit in samples, apart from `max_length`, which is the text limit in tokens."""
+
+    max_audio_samples: int | None
+
+
+class AudioTextCMAProcessorKwargs(ProcessingKwargs, total=False):
+    audio_kwargs: AudioTextCMAAudioKwargs
+    _defaults = {
+        "text_kwargs": {"padding": True, "truncation": True, "return_token_type_ids": False},
+        "audio_kwargs": {"padding": True, "truncation": True},
+    }
 
 
 class AudioTextCMAProcessor(ProcessorMixin):
@@ -28,12 +40,16 @@ class AudioTextCMAProcessor(ProcessorMixin):
       (the model needs it to find each utterance's valid frames, whatever the feature extractor's
       `return_attention_mask` says).
 
-    Either modality alone works. `decode`/`batch_decode` forward to the tokenizer.
+    Either modality alone works. Keyword arguments are routed to the tokenizer and the feature extractor by
+    `ProcessorMixin` (or pass `text_kwargs={...}` / `audio_kwargs={...}`). `decode`/`batch_decode` forward to the
+    tokenizer.
 
     Args:
         feature_extractor ([`~transformers.Wav2Vec2FeatureExtractor`]): prepares the speech encoder's input.
         tokenizer ([`~transformers.BertTokenizer`] or another BERT-style tokenizer): tokenises the text.
     """
+
+    valid_processor_kwargs = AudioTextCMAProcessorKwargs
 
     def __init__(self, feature_extractor, tokenizer):
         super().__init__(feature_extractor, tokenizer)
@@ -59,25 +75,19 @@ class AudioTextCMAProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "input_values", "audio_attention_mask"]
 
     def __call__(
-        self,
-        audio: AudioInput | Sequence[AudioInput] | None = None,
-        text: str | Sequence[str] | None = None,
-        sampling_rate: int | None = None,
-        padding: bool | str | PaddingStrategy = True,
-        truncation: bool = True,
-        max_length: int | None = None,
-        max_audio_samples: int | None = None,
-        return_tensors: str | TensorType | None = None,
-        **text_kwargs,
-    ) -> BatchFeature:
+        self, audio: AudioInput | list[AudioInput] | None = None, text: str | list[str] | None = None,
+        **kwargs: Unpack[AudioTextCMAProcessorKwargs],
+    ) -> BatchFeature:  # fmt: skip
         r"""
         Prepare a batch (or one example) of audio and/or text.
 
         Args:
-            audio: one utterance or a list: 1-D float arrays/tensors (or one multi-channel recording as a 2-D array,
-                averaged to mono) at `sampling_rate`, or file paths decoded by `ctal_hf.load_audio` (see
-                `ctal_hf.audio.prepare_waveforms`); resampled to the feature extractor's rate (16 kHz).
-            text: one transcript or a list.
+            audio: one utterance, a list, or a `(batch, samples)` array: float waveforms at `sampling_rate` (a
+                multi-channel recording inside a list is averaged to mono) or file paths decoded by
+                `ctal_hf.load_audio` (see `ctal_hf.audio.prepare_waveforms`); resampled to the feature extractor's
+                rate (16 kHz).
+            text: one transcript or a list. An empty transcript (`""`, only whitespace, None) raises a `ValueError`,
+                as in the training loaders (`check_transcripts`).
             sampling_rate (`int`): rate of in-memory audio (required for arrays; files carry their own).
             padding (`bool` or `str`, defaults to `True`): `True`/`"longest"` pads each modality to its longest
                 example; `"max_length"` pads text to `max_length` tokens and audio to `max_audio_samples` samples.
@@ -89,7 +99,7 @@ class AudioTextCMAProcessor(ProcessorMixin):
             max_audio_samples (`int`, *optional*): audio limit in samples at 16 kHz (e.g. `16000 * 20` for 20 s);
                 none by default (the speech encoder has relative positions).
             return_tensors (`str`, *optional*): `"pt"` for torch tensors, `"np"` for numpy.
-            text_kwargs: further tokenizer arguments.
+            Other tokenizer arguments reach the tokenizer (`token_type_ids` are not returned by default: one segment).
 
         Returns:
             [`BatchFeature`] with `input_ids` and `attention_mask` when `text` is given, and `input_values` and
@@ -97,45 +107,50 @@ class AudioTextCMAProcessor(ProcessorMixin):
         """
         if audio is None and text is None:
             raise ValueError("Give `audio`, `text` or both to AudioTextCMAProcessor.")
+        kwargs = self._merge_kwargs(
+            AudioTextCMAProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
         data = {}
         if text is not None:
-            text_kwargs.setdefault("return_token_type_ids", False)
-            data.update(
-                tokenize_texts(self.tokenizer, text, padding, truncation, max_length, return_tensors, **text_kwargs)
-            )
+            texts = [text] if isinstance(text, str) else list(text)
+            check_transcripts(texts)
+            data.update(tokenize_texts(self.tokenizer, texts, **kwargs["text_kwargs"]))
         if audio is not None:
-            data.update(self._featurize(audio, sampling_rate, padding, truncation, max_audio_samples, return_tensors))
-        sizes = {len(value) for value in data.values()}
-        if len(sizes) > 1:
+            data.update(self._featurize(audio, **kwargs["audio_kwargs"]))
+        if text is not None and audio is not None and len(data["input_ids"]) != len(data["input_values"]):
             raise ValueError(
-                f"Got {len(data.get('input_ids', []))} texts and {len(data.get('input_values', []))} audio; pass "
-                "one transcript per utterance."
+                f"Got {len(data['input_ids'])} texts and {len(data['input_values'])} audio; pass one transcript per "
+                "utterance."
             )
+        return_tensors = kwargs["text_kwargs" if text is not None else "audio_kwargs"].get("return_tensors")
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def _featurize(self, audio, sampling_rate, padding, truncation, max_audio_samples, return_tensors) -> dict:
+    def _featurize(
+        self, audio, sampling_rate=None, truncation=True, max_audio_samples=None, max_length=None, **audio_kwargs
+    ) -> dict:
+        # `max_length` is the text limit (ProcessorMixin hands it to both modalities); audio has `max_audio_samples`.
         rate = self.feature_extractor.sampling_rate
         waveforms = [waveform.numpy() for waveform in prepare_waveforms(audio, sampling_rate, rate)]
         if max_audio_samples is not None:
             too_long = [index for index, waveform in enumerate(waveforms) if len(waveform) > max_audio_samples]
+            seconds = f"{max_audio_samples / rate:g} s"
             if too_long and not truncation:
                 raise ValueError(
-                    f"Audio {too_long} have more than max_audio_samples={max_audio_samples} samples "
-                    f"({max_audio_samples / rate:g} s); shorten them or pass truncation=True to keep their start."
+                    f"Audio {too_long} have more than max_audio_samples={max_audio_samples} samples ({seconds}); "
+                    "shorten them or pass truncation=True to keep their start."
                 )
             if too_long:
                 logger.warning(
-                    f"Audio {too_long} have more than {max_audio_samples} samples ({max_audio_samples / rate:g} s); "
-                    f"keeping the first {max_audio_samples}."
+                    f"Audio {too_long} have more than {max_audio_samples} samples ({seconds}); keeping the first "
+                    f"{max_audio_samples}."
                 )
         features = self.feature_extractor(
             waveforms,
             sampling_rate=rate,
-            padding=padding,
             max_length=max_audio_samples,
             truncation=max_audio_samples is not None and truncation,
             return_attention_mask=True,
-            return_tensors=return_tensors,
+            **audio_kwargs,
         )
         return {"input_values": features["input_values"], "audio_attention_mask": features["attention_mask"]}
 

@@ -1,6 +1,7 @@
-"""ctal_hf: CTAL (cross-modal Transformer for audio and language) for Hugging Face transformers.
+"""ctal_hf: CTAL (cross-modal Transformer for audio and language) for Hugging Face transformers, and the
+audio-text cross-modal attention family (pre-trained wav2vec 2.0 + BERT encoders).
 
-Importing the package registers every CTAL class with the transformers Auto classes, so
+Importing the package registers every class of both families with the transformers Auto classes, so
 `AutoModel.from_pretrained(<folder>)` works offline without `trust_remote_code`, and the
 `pipeline("audio-text-classification")` task.
 """
@@ -20,6 +21,15 @@ from .audio import AudioDecodeError, audio_num_samples, load_audio
 from .data.collator import DataCollatorForCTALPretraining
 from .data.features import CTALFeatureTransform, add_length_column, precompute_features
 from .data.sources import iter_transcripts, load_librispeech_folder, load_manifest, load_speech_dataset
+from .models.audio_text_cma.configuration_audio_text_cma import AudioTextCMAConfig
+from .models.audio_text_cma.modeling_audio_text_cma import (
+    AudioTextCMAForSequenceClassification,
+    AudioTextCMAModel,
+    AudioTextCMAModelOutput,
+    AudioTextCMAPreTrainedModel,
+    AudioTextCMASequenceClassifierOutput,
+)
+from .models.audio_text_cma.processing_audio_text_cma import AudioTextCMAProcessor
 from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
 from .models.ctal.feature_extraction_ctal import CTALFeatureExtractor
 from .models.ctal.modeling_ctal import (
@@ -52,9 +62,21 @@ PIPELINE_REGISTRY.register_pipeline(
     type="multimodal",
 )
 
+AutoConfig.register("audio_text_cma", AudioTextCMAConfig, exist_ok=True)
+AutoProcessor.register(AudioTextCMAConfig, AudioTextCMAProcessor, exist_ok=True)
+AutoModel.register(AudioTextCMAConfig, AudioTextCMAModel, exist_ok=True)
+AutoModelForSequenceClassification.register(AudioTextCMAConfig, AudioTextCMAForSequenceClassification, exist_ok=True)
+
 __all__ = [
     "CTAL_PRESETS",
     "AudioDecodeError",
+    "AudioTextCMAConfig",
+    "AudioTextCMAForSequenceClassification",
+    "AudioTextCMAModel",
+    "AudioTextCMAModelOutput",
+    "AudioTextCMAPreTrainedModel",
+    "AudioTextCMAProcessor",
+    "AudioTextCMASequenceClassifierOutput",
     "AudioTextClassificationPipeline",
     "CTALConfig",
     "CTALFeatureExtractor",

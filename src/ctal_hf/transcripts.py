@@ -1,7 +1,7 @@
 """The package's one rule for a usable transcript, applied by the processors and by every training loader.
 
-CTAL reads every utterance with its transcript (paper section 3.1: the audio stream attends to the text stream), so an
-empty transcript is an error rather than a `<s></s>` input.
+Both model families read every utterance with its transcript (CTAL paper section 3.1: the audio stream attends to the
+text stream), so an empty transcript is an error rather than a `<s></s>` input.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def check_transcripts(texts: Sequence[Any], name: Callable[[int], str] = "text {
     shown = ", ".join(f"{name(index)} ({_describe(texts[index])})" for index in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise ValueError(
-        f"{where}{len(bad)} transcript{'s' if len(bad) > 1 else ''} empty or not text: {shown}{more}. CTAL pairs "
-        "every utterance with its transcript (paper section 3.1); fill in the text or remove those items."
+        f"{where}{len(bad)} transcript{'s' if len(bad) > 1 else ''} empty or not text: {shown}{more}. The audio-text "
+        "models pair every utterance with its transcript; fill in the text or remove those items."
     )
 
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 
+
 # Paper section 4.1: N layers per stack, A heads, hidden size H (FFN 4H as in the original code).
 CTAL_PRESETS: dict[str, dict] = {
     "ctal-base": {"num_hidden_layers": 3, "num_attention_heads": 12, "hidden_size": 768, "intermediate_size": 3072},

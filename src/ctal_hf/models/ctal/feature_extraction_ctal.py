@@ -23,8 +23,7 @@ checks, batched and chunked STFT, mel, delta, CMVN) so that it can be read again
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, logging
 
-from ...audio import _resample, load_audio
+from ...audio import AudioInput, prepare_waveforms
 
 
 logger = logging.get_logger(__name__)
@@ -47,8 +46,6 @@ PAD_MODES = ("reflect", "constant")
 SPECTRUM_BYTES = {"cpu": 16 * 2**20, "accelerator": 2**31}
 # Relative std under which CMVN treats a feature dimension as constant (float64 rounding is ~1e-16).
 CONSTANT_STD = 1e-12
-
-AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[float]
 
 
 class CTALFeatureExtractor(SequenceFeatureExtractor):
@@ -486,108 +483,11 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
     def _prepare_waveforms(
         self, audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None, device: torch.device
     ) -> list[torch.Tensor]:
-        """Turn the accepted inputs into 1-D float64 tensors at `self.sampling_rate` on `device`, with clear errors."""
-        if isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim >= 2:
-            items = self._batch_rows(audio)
-        else:
-            # A list/tuple is a batch, unless it holds numbers (one utterance as a list of samples).
-            is_single = not isinstance(audio, (list, tuple)) or (
-                len(audio) > 0 and isinstance(audio[0], (int, float, np.number))
-            )
-            items = [audio] if is_single else list(audio)
-        if not items:
-            raise ValueError("No audio given: pass one utterance or a non-empty list of utterances.")
-        has_arrays = any(not isinstance(item, (str, os.PathLike)) for item in items)
-        if has_arrays and sampling_rate is None:
-            raise ValueError(
-                f"`sampling_rate` is required for in-memory audio: pass the rate it was recorded at, e.g. "
-                f"sampling_rate=16000 (it is resampled to {self.sampling_rate} Hz when different). Features of audio "
-                "at a wrong rate are silently wrong, so there is no default. File paths carry their own rate."
-            )
-        if sampling_rate is not None and (not isinstance(sampling_rate, (int, np.integer)) or sampling_rate < 1):
-            raise ValueError(f"`sampling_rate` must be a positive integer (Hz), got {sampling_rate!r}.")
-        return [self._prepare_one(item, index, sampling_rate, device) for index, item in enumerate(items)]
-
-    def _batch_rows(self, audio: np.ndarray | torch.Tensor) -> list[np.ndarray | torch.Tensor]:
-        """The utterances of a `(batch, samples)` array, the transformers convention (Wav2Vec2, Whisper)."""
-        shape = tuple(audio.shape)
-        if audio.ndim > 2:
-            raise ValueError(
-                f"Got a {audio.ndim}-D audio array of shape {shape}; a 2-D array is a batch `(batch, samples)` of mono "
-                "utterances. Pass multi-channel recordings as a list with one `(channels, samples)` array per "
-                "utterance (they are down-mixed), e.g. `list(audio)`."
-            )
-        if shape[1] < self.min_num_samples <= shape[0]:
-            raise ValueError(
-                f"Got a 2-D audio array of shape {shape}, read as a batch of {shape[0]} utterances of {shape[1]} "
-                "samples each (a 2-D array is `(batch, samples)`). If it is ONE recording with "
-                f"{shape[1]} channels (`soundfile.read` gives `(samples, channels)`), pass it in a list, `[audio]`, "
-                "to have it down-mixed."
-            )
-        return list(audio)
-
-    def _prepare_one(self, item, index: int, sampling_rate: int | None, device: torch.device) -> torch.Tensor:
-        if isinstance(item, (str, os.PathLike)):
-            waveform, rate = torch.from_numpy(load_audio(item, self.sampling_rate)), self.sampling_rate
-        else:
-            waveform, rate = _as_float64_tensor(item, index), sampling_rate
-            if waveform.ndim == 2:
-                waveform = _downmix(waveform, index)
-            elif waveform.ndim != 1:
-                raise ValueError(
-                    f"Audio {index} has {waveform.ndim} dimensions (shape {tuple(waveform.shape)}); an utterance is "
-                    "1-D (mono) or, inside a list, 2-D (one multi-channel recording). Pass a batch as a list of "
-                    "utterances or as one `(batch, samples)` array."
-                )
-        if not torch.isfinite(waveform).all():
-            first = int((~torch.isfinite(waveform)).nonzero()[0])
-            raise ValueError(
-                f"Audio {index} contains NaN or infinite samples (first at sample {first}); repair or drop it."
-            )
-        if rate != self.sampling_rate and waveform.numel() > 0:
-            waveform = torch.from_numpy(_resample(waveform.cpu().numpy(), rate, self.sampling_rate))
-        if waveform.numel() == 0:
-            raise ValueError(f"Audio {index} is empty; drop it or pass at least {self.min_num_samples} samples.")
-        if waveform.numel() < self.min_num_samples:
-            raise ValueError(
-                f"Audio {index} has {waveform.numel()} samples at {self.sampling_rate} Hz, fewer than one analysis "
-                f"window ({self.min_num_samples} samples = {1000 * self.min_num_samples / self.sampling_rate:g} ms); "
-                "pad it with silence or drop it."
-            )
-        return waveform.to(device)
-
-
-def _as_float64_tensor(item, index: int) -> torch.Tensor:
-    """An in-memory utterance as a float64 tensor, rejecting integer PCM and other non-float data."""
-    if isinstance(item, Mapping):
-        raise ValueError(
-            f"Audio {index} is a dict (keys {sorted(item)}), e.g. a decoded `datasets` audio item: pass its samples "
-            "and rate, `extractor(item['array'], sampling_rate=item['sampling_rate'])`, or its file path."
+        """The accepted inputs as 1-D float64 tensors at `self.sampling_rate` on `device` (see `prepare_waveforms`)."""
+        waveforms = prepare_waveforms(
+            audio, sampling_rate, self.sampling_rate, self.min_num_samples, min_length_name="one analysis window"
         )
-    if isinstance(item, (bytes, bytearray)):
-        raise ValueError(f"Audio {index} is encoded bytes: pass a path to the file, or decoded float samples.")
-    if isinstance(item, torch.Tensor):
-        tensor = item.detach()
-    else:
-        array = np.array(item)
-        if array.dtype.kind not in "biufc":
-            raise ValueError(f"Audio {index} has dtype {array.dtype}; pass real-valued float samples in [-1, 1].")
-        tensor = torch.from_numpy(array)
-    if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"Audio {index} has dtype {tensor.dtype}; pass real-valued float samples in [-1, 1].")
-    if not tensor.is_floating_point():
-        raise ValueError(
-            f"Audio {index} holds integer PCM samples ({tensor.dtype}). Convert it to float in [-1, 1] first: divide "
-            "int16 samples by 32768 (int32 by 2**31), or load the file as float (e.g. soundfile.read(path)). Unscaled "
-            "integers give features on another scale than the model was trained on."
-        )
-    return tensor.to(torch.float64)
-
-
-def _downmix(waveform: torch.Tensor, index: int) -> torch.Tensor:
-    """Average the channels of one multi-channel recording (as `librosa.to_mono`); channels are the shorter axis, so
-    `(channels, samples)` (librosa, torchaudio) and `(samples, channels)` (soundfile) both work."""
-    return waveform.mean(dim=int(waveform.shape[0] > waveform.shape[1]))
+        return [waveform.to(device) for waveform in waveforms]
 
 
 __all__ = ["CTALFeatureExtractor"]

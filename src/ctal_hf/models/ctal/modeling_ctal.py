@@ -22,6 +22,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
+from ...modeling_utils import sequence_classification_loss
 from .configuration_ctal import CTALConfig
 
 
@@ -788,21 +789,6 @@ class CTALForSequenceClassification(CTALPreTrainedModel):
             audio_max = masked_max_pool(audio, audio_attention_mask)
         return text_attn, text_max, audio_attn, audio_max
 
-    def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            loss_fct = nn.functional.l1_loss if self.config.regression_loss == "l1" else nn.functional.mse_loss
-            return loss_fct(logits.squeeze(-1).float(), labels.view(-1).float())
-        if self.config.problem_type == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-
     @can_return_tuple
     def forward(
         self,
@@ -854,7 +840,7 @@ class CTALForSequenceClassification(CTALPreTrainedModel):
         logits = self.classifier(self.dropout(embeddings))
         loss = None
         if labels is not None:
-            loss = self._task_loss(logits, labels)
+            loss = sequence_classification_loss(self.config, logits, labels)
             if ortho is not None and self.training and self.config.orthogonal_loss_weight > 0:
                 loss = loss + self.config.orthogonal_loss_weight * ortho
 

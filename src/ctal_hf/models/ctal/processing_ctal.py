@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import AudioKwargs, ProcessingKwargs, ProcessorMixin, Unpack
-from transformers.utils import TensorType, logging
+from transformers.utils import TensorType
 
+from ...processing_utils import tokenize_texts, too_long_error
 from ...transcripts import check_transcripts
 from .configuration_ctal import SPECIAL_TOKEN_NAMES
 from .feature_extraction_ctal import AudioInput, CTALFeatureExtractor
@@ -16,9 +17,6 @@ from .tokenization_ctal import CTALTokenizer
 
 if TYPE_CHECKING:
     from .configuration_ctal import CTALConfig
-
-
-logger = logging.get_logger(__name__)
 
 
 class CTALAudioKwargs(AudioKwargs, total=False):
@@ -109,18 +107,10 @@ class CTALProcessor(ProcessorMixin):
             batch = batch.to(kwargs["audio_kwargs"].get("device", "cpu"))
         return batch
 
-    def _tokenize(self, text, truncation=True, max_length=None, **text_kwargs) -> dict:
+    def _tokenize(self, text, **text_kwargs) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
         check_transcripts(texts)
-        max_length = self.tokenizer.model_max_length if max_length is None else max_length
-        # Always let the tokenizer truncate: its overflow tells which texts did not fit, in a single pass.
-        encoded = self.tokenizer(texts, truncation=True, max_length=max_length, **text_kwargs)
-        too_long = [index for index, encoding in enumerate(encoded.encodings) if encoding.overflowing]
-        if too_long and not truncation:
-            raise _too_long("Texts", too_long, f"max_length={max_length} tokens", "text positions", "tokens")
-        if too_long:
-            logger.warning(f"Texts {too_long} have more than {max_length} tokens; keeping the first {max_length}.")
-        return dict(encoded)
+        return tokenize_texts(self.tokenizer, texts, **text_kwargs)
 
     def _featurize(self, audio, truncation=True, max_audio_frames=None, max_length=None, **audio_kwargs) -> dict:
         # `max_length` is the text limit (ProcessorMixin hands it to both modalities); audio has `max_audio_frames`.
@@ -133,16 +123,8 @@ class CTALProcessor(ProcessorMixin):
             too_long = [index for index, count in enumerate(num_frames.tolist()) if count > max_audio_frames]
             seconds = max_audio_frames * self.feature_extractor.hop_length / self.feature_extractor.sampling_rate
             limit = f"max_audio_frames={max_audio_frames} frames"
-            raise _too_long("Audio", too_long, limit, f"audio positions, {seconds:g} s", "frames")
+            raise too_long_error("Audio", too_long, limit, f"audio positions, {seconds:g} s", "frames")
         return dict(features)
-
-
-def _too_long(inputs: str, indices: list[int], limit: str, positions: str, units: str) -> ValueError:
-    """The error for inputs over the model's positions with `truncation=False`."""
-    return ValueError(
-        f"{inputs} {indices} have more than {limit} (the model's {positions}); shorten them or pass truncation=True "
-        f"to keep their first {units}."
-    )
 
 
 def processor_for_config(tokenizer: CTALTokenizer, config: "CTALConfig") -> CTALProcessor:

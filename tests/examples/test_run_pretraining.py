@@ -80,21 +80,25 @@ def test_precomputed_and_streamed_training(corpus, tiny_config, tmp_path, route)
 
 
 def test_resume_matches_uninterrupted_run(corpus, tiny_config, tmp_path):
+    """24 rows in batches of 4: 6 steps per epoch, so checkpoint-8 is mid-way through epoch 1. With the default
+    length-grouped sampler, the resumed epoch must be ordered (and masked) as in the uninterrupted run."""
+    steps = ("--max_steps", "10", "--save_steps", "4")
     full = tmp_path / "full"
-    run_pretraining.main(run_args(corpus, tiny_config, full, "--max_steps", "6", "--save_steps", "3"))
-    # An interrupted run leaves exactly the step-3 checkpoint: resume from a copy of it elsewhere.
+    run_pretraining.main(run_args(corpus, tiny_config, full, *steps))
+    # An interrupted run leaves exactly the step-8 checkpoint: resume from a copy of it elsewhere.
     resumed = tmp_path / "resumed"
-    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    run_pretraining.main(run_args(corpus, tiny_config, resumed, "--max_steps", "6", "--save_steps", "3",
-                                  "--resume_from_checkpoint", str(resumed / "checkpoint-3")))
+    shutil.copytree(full / "checkpoint-8", resumed / "checkpoint-8")
+    run_pretraining.main(run_args(corpus, tiny_config, resumed, *steps,
+                                  "--resume_from_checkpoint", str(resumed / "checkpoint-8")))
     full_weights = load_file(full / "model.safetensors")
     resumed_weights = load_file(resumed / "model.safetensors")
     assert full_weights.keys() == resumed_weights.keys()
     for key in full_weights:
         torch.testing.assert_close(resumed_weights[key], full_weights[key], atol=1e-6, rtol=0, msg=key)
     final = [json.loads((d / "trainer_state.json").read_text())["log_history"] for d in (full, resumed)]
-    last_loss = [[entry["loss"] for entry in history if "loss" in entry][-1] for history in final]
-    assert last_loss[0] == pytest.approx(last_loss[1], abs=1e-6)
+    losses = [[entry["loss"] for entry in history if "loss" in entry] for history in final]
+    # The resumed history starts with the checkpoint's 8 entries.
+    assert len(losses[0]) == 10 and losses[1] == pytest.approx(losses[0], abs=1e-6)
 
 
 def test_distributed_two_processes_see_different_data(corpus, tiny_config, tmp_path):

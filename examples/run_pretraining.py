@@ -13,6 +13,11 @@ a `datasets` Hub id with the `openslr/librispeech_asr` schema (add `--streaming`
 a folder written by `Dataset.save_to_disk`, or `demo` (a small synthesised corpus built on first use).
 Without `--model_name_or_path` or `--tokenizer_name` a byte-level BPE tokenizer is trained on the training
 transcripts first, as the paper did.
+
+`--output_dir` must be empty or new: a folder holding another run's checkpoints or model is refused. Continue a run
+with `--resume_from_checkpoint <output_dir>/checkpoint-<step>` (or `latest`), or start a new one there with
+`--overwrite_output_dir`, which deletes the old run's `checkpoint-*` folders first; its final model, processor, card
+and results are replaced when the new run saves its own.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from ctal_hf.data.sources import iter_transcripts, load_speech_dataset
 from ctal_hf.data.collator import DataCollatorForCTALPretraining
 from ctal_hf.data.demo_corpus import build_demo_corpus
 from ctal_hf.training.hub import check_hub_reachable, push_checkpoint_to_hub
-from ctal_hf.training.model_card import write_model_card
 from ctal_hf.models.ctal.processing_ctal import processor_for_config
 from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer, train_ctal_tokenizer
+from ctal_hf.output_dir import check_output_dir, remove_checkpoints, resolve_resume_checkpoint
+from ctal_hf.training.model_card import loading_snippet, write_model_card
 from ctal_hf.training.trainer import CTALPreTrainingTrainer
 
 
@@ -127,6 +133,16 @@ class PreTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the feature columns the model does not name."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an --output_dir that holds another one: its checkpoint-* folders are "
+                  "deleted first, its model, processor, card and results are replaced at the end."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint-* folder to continue its run from, or 'latest' (or 'true') for the newest "
+                  "complete checkpoint of --output_dir."},
+    )
 
 
 def apply_overrides(config: CTALConfig, overrides: str | None) -> CTALConfig:
@@ -188,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
+    # The main process says what the script does (corpus, tokenizer, model size, where the result is) unless a
+    # --log_level asks for less; Trainer's own messages follow --log_level.
+    passive = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(logging.INFO if passive else log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
     # Pushed once at the end, with the CTAL card: Trainer's own pushes would upload every checkpoint with a generic
@@ -197,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     if push_to_hub:
         check_hub_reachable()  # fail before any work, not after training
 
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint and not os.path.isdir(checkpoint):
-        raise FileNotFoundError(f"--resume_from_checkpoint: {checkpoint} is not a folder; pass a checkpoint-* folder.")
+    output_dir = training_args.output_dir
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    checkpoint = None if checkpoint is None else str(checkpoint)
     if data_args.long_audio not in ("drop", "truncate"):
         raise ValueError(f"--long_audio must be 'drop' or 'truncate', got {data_args.long_audio!r}.")
     if data_args.streaming and data_args.precompute_features:
@@ -210,15 +229,32 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--streaming needs --max_steps: a stream has no length to derive epochs from.")
         training_args.train_sampling_strategy = "random"  # length grouping needs a map-style dataset
 
+    # Every process checks before any of them writes (the barrier at the end of the block below).
+    check_output_dir(
+        output_dir, overwrite=training_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir",
+        resume_from=checkpoint, resume_option="--resume_from_checkpoint",
+        inputs=[("--resume_from_checkpoint", checkpoint), ("--model_name_or_path", model_args.model_name_or_path),
+                ("--tokenizer_name", model_args.tokenizer_name), ("--config_name", model_args.config_name)],
+    )
+    trained_tokenizer_dir = Path(output_dir) / "trained_tokenizer"
+    with training_args.main_process_first(local=False, desc="checking the output folder"):
+        if training_args.overwrite_output_dir and training_args.process_index == 0:
+            removed = remove_checkpoints(output_dir)
+            if removed:
+                logger.info("--overwrite_output_dir: deleted the previous run's %s", ", ".join(removed))
+            shutil.rmtree(trained_tokenizer_dir, ignore_errors=True)
+
     source = data_args.dataset
     if source == "demo":
         with training_args.main_process_first(desc="building the demo corpus"):
+            logger.info("Preparing the demo corpus (%d synthesised utterances; built once, then cached)",
+                        data_args.demo_num_utterances)
             source = str(build_demo_corpus(num_utterances=data_args.demo_num_utterances))
+            logger.info("Demo corpus: %s", source)
 
     train_raw, eval_raw = load_splits(data_args, source, training_args.seed, training_args.eval_strategy != "no")
     train_raw, eval_raw = limit(train_raw, data_args.max_train_samples), limit(eval_raw, data_args.max_eval_samples)
 
-    trained_tokenizer_dir = Path(training_args.output_dir) / "trained_tokenizer"
     # The global main process trains the tokenizer and the others load its files (output_dir is shared storage,
     # as for checkpoints), so every rank has the same vocabulary.
     with training_args.main_process_first(local=False, desc="preparing the tokenizer"):
@@ -228,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         elif model_args.tokenizer_name:
             tokenizer = load_tokenizer(model_args.tokenizer_name)
         elif training_args.process_index == 0:
-            logger.info("Training a byte-level BPE tokenizer (%d entries) on the training transcripts",
-                        model_args.tokenizer_vocab_size)
+            logger.info("Training a byte-level BPE tokenizer (%d entries) on the training transcripts "
+                        "(--tokenizer_name skips this)", model_args.tokenizer_vocab_size)
             tokenizer = train_ctal_tokenizer(iter_transcripts(train_raw), vocab_size=model_args.tokenizer_vocab_size)
             tokenizer.save_pretrained(trained_tokenizer_dir)
         else:
@@ -245,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         config = build_config(model_args, vocab_size=len(tokenizer))
         model = CTALForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
     processor = processor_for_config(tokenizer, model.config)
-    logger.info("CTALForPreTraining with %.1fM parameters", model.num_parameters() / 1e6)
+    logger.info("CTALForPreTraining with %s parameters", f"{model.num_parameters():,}")
 
     config = model.config
     transform = CTALFeatureTransform(processor, max_text_length=config.max_position_embeddings,
@@ -298,12 +334,13 @@ def main(argv: list[str] | None = None) -> None:
         # The processor in output_dir (and in every checkpoint) now carries the tokenizer: drop the hand-over copy.
         shutil.rmtree(trained_tokenizer_dir, ignore_errors=True)
         write_model_card(training_args.output_dir, config, dataset=data_args.dataset, training_args=training_args,
-                         log_history=trainer.state.log_history, repo_id=repo_id,
-                         base_model=model_args.model_name_or_path)
+                         trainer_state=trainer.state, repo_id=repo_id, base_model=model_args.model_name_or_path)
         if push_to_hub:
             push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token,
                                    private=training_args.hub_private_repo)
-        logger.info("Saved model, processor and model card to %s", training_args.output_dir)
+        logger.info("Saved the model, processor and model card to %s (%d steps, %.2f epochs). Load them with:\n%s",
+                    training_args.output_dir, trainer.state.global_step, trainer.state.epoch,
+                    loading_snippet(training_args.output_dir))
 
 
 if __name__ == "__main__":

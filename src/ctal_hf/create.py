@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers.utils import logging as hf_logging
 
 from .models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig, check_config_keys
 from .models.ctal.modeling_ctal import CTALForPreTraining
 from .models.ctal.processing_ctal import processor_for_config
 from .models.ctal.tokenization_ctal import load_tokenizer
+from .output_dir import OutputDirNotEmptyError, check_output_dir, staged_output_dir
 from .training.model_card import write_model_card
 
 
@@ -59,19 +62,29 @@ def create_checkpoint(
     output_dir: str | Path | None = None,
     *,
     seed: int = 0,
+    overwrite: bool = False,
     **overrides,
 ) -> Path:
     """Write `preset` (`"ctal-base"` / `"ctal-large"`, config fields overridable) with random weights
     (`CTALForPreTraining`, seeded), the processor built from `tokenizer_dir` and a model card into `output_dir`
-    (default: `./<preset>`). Returns the folder."""
+    (default: `./<preset>`). Returns the folder.
+
+    A non-empty `output_dir` is refused (`OutputDirNotEmptyError`) before any work unless `overwrite`, which replaces
+    it as a whole; the folder is written next to it first and renamed into place, so a failure leaves it as it was."""
     config = CTALConfig.from_preset(preset, **overrides)
-    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     output_dir = Path(output_dir or preset)
+    check_output_dir(
+        output_dir, overwrite=overwrite, overwrite_option="--overwrite",
+        inputs=[("--tokenizer_dir", tokenizer_dir), ("the working directory", Path.cwd())],
+    )
+    processor = processor_for_config(load_tokenizer(tokenizer_dir), config)
     torch.manual_seed(seed)
     model = CTALForPreTraining(config)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    write_model_card(output_dir, config, model_name=preset, weights="random")
+    with staged_output_dir(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        # The snippets load the final folder.
+        write_model_card(staging, config, model_name=preset, repo_id=str(output_dir), weights="random")
     logger.warning(
         "Wrote %s: %s with RANDOMLY INITIALISED weights (%s parameters), not a pre-trained model.",
         output_dir,
@@ -104,6 +117,9 @@ def _argument_parser() -> argparse.ArgumentParser:
         help="config field to change, repeatable (e.g. --override audio_causal_self_attention=true)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output folder (and everything in it) if it is not empty"
+    )
     return parser
 
 
@@ -115,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    create_checkpoint(args.preset, args.tokenizer_dir, args.output_dir, seed=args.seed, **overrides)
+    try:
+        create_checkpoint(
+            args.preset, args.tokenizer_dir, args.output_dir, seed=args.seed, overwrite=args.overwrite, **overrides
+        )
+    except (OutputDirNotEmptyError, NotADirectoryError, FileNotFoundError, ValueError, StrictDataclassError) as error:
+        sys.exit(f"{parser.prog}: {error}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from huggingface_hub import ModelCard
+from transformers import TrainerState
 
 from ctal_hf import CTALConfig
 from ctal_hf.training.model_card import (
@@ -94,20 +95,24 @@ def test_random_and_pretrained_cards_claim_no_results(tmp_path):
     assert "model-index" not in metadata and "random-weights" in metadata["tags"]
     assert "randomly initialised, not pre-trained" in body
 
-    args = SimpleNamespace(learning_rate=5e-5, max_steps=200, per_device_train_batch_size=8, seed=0, hub_model_id=None)
+    args = SimpleNamespace(learning_rate=5e-5, max_steps=200, num_train_epochs=3.0, per_device_train_batch_size=8,
+                           seed=0, hub_model_id=None)
     history = [
         {"loss": 9.0, "step": 10},
         {"loss": 7.5, "step": 200, "learning_rate": 1e-6},
         {"eval_loss": 7.9, "eval_runtime": 3.0, "step": 200},
     ]
+    state = TrainerState(global_step=200, epoch=17.6, log_history=history)
     path = write_model_card(
-        tmp_path / "ctal-demo", config, dataset="openslr/librispeech_asr", training_args=args, log_history=history
+        tmp_path / "ctal-demo", config, dataset="openslr/librispeech_asr", training_args=args, trainer_state=state
     )
     metadata, body = split_card(path.read_text(encoding="utf-8"))
     assert "model-index" not in metadata and metadata["datasets"] == ["openslr/librispeech_asr"]
     assert "base_model" not in metadata and "Pre-trained from scratch" in body
     assert "# ctal-demo" in body and "| learning_rate | 5e-05 |" in body
     assert "| loss (step 200) | 7.5 |" in body and "| eval_loss (step 200) | 7.9 |" in body and "runtime" not in body
+    # The epochs actually run, not the num_train_epochs that max_steps overrode.
+    assert "Trained for 200 optimizer steps (17.60 epochs" in body and "num_train_epochs" not in body
     # A local or demo corpus is described in the text, not put into the Hub metadata.
     metadata, _ = split_card(render_model_card(config, model_name="x", dataset="demo"))
     assert "datasets" not in metadata

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,15 @@ def _hub_id(name: str | None) -> str | None:
     return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) else None
 
 
+def _loading_lines(path: str) -> str:
+    return f'processor = AutoProcessor.from_pretrained("{path}")\nmodel = AutoModel.from_pretrained("{path}")'
+
+
+def loading_snippet(path: str | Path) -> str:
+    """The Python lines that load the CTAL folder (or Hub repository) `path`, as the card's "How to use" does."""
+    return f"import ctal_hf\nfrom transformers import AutoModel, AutoProcessor\n\n{_loading_lines(str(path))}"
+
+
 def render_model_card(
     config: CTALConfig,
     *,
@@ -109,6 +118,7 @@ def render_model_card(
     base_model: str | None = None,
     training_details: Mapping[str, Any] | None = None,
     training_results: Mapping[str, Any] | None = None,
+    training_progress: tuple[int, float] | None = None,
     paper_results: str | None = None,
 ) -> str:
     """The model card (YAML metadata + markdown) of a CTAL checkpoint.
@@ -125,6 +135,7 @@ def render_model_card(
             id also goes into the YAML `base_model`).
         training_details: hyper-parameters shown as a table.
         training_results: final metrics shown as a table.
+        training_progress: for pre-trained weights, `(optimizer steps, epochs)` actually run.
         paper_results: `"ctal-base"` or `"ctal-large"` to attach that row of the paper's Tables 1-3 as `model-index`
             (only for weights those numbers are about).
     """
@@ -153,6 +164,7 @@ def render_model_card(
         template_path=str(TEMPLATES / "ctal_model_card.md"),
         model_name=model_name,
         repo_id=repo_id or model_name,
+        loading_lines=_loading_lines(repo_id or model_name),
         weights=weights,
         config=config,
         stacks=[
@@ -165,6 +177,7 @@ def render_model_card(
         base_model=base_model,
         training_details=sorted((training_details or {}).items()),
         training_results=sorted((training_results or {}).items()),
+        training_progress=training_progress and {"steps": training_progress[0], "epochs": training_progress[1]},
         paper_results=paper_results and {"paper_name": _paper_name(paper_results), **CTAL_PRESETS[paper_results]},
         results_rows=[
             (benchmark["task_name"], benchmark["dataset_name"], name, f"{PAPER_RESULTS[paper_results][key]:.4f}",
@@ -187,25 +200,32 @@ def write_model_card(
     base_model: str | None = None,
     dataset: str | None = None,
     training_args: Any | None = None,
-    log_history: Sequence[Mapping[str, Any]] | None = None,
+    trainer_state: Any | None = None,
     **render_kwargs,
 ) -> Path:
     """Write `README.md` into `output_dir` and return its path.
 
     `model_name` (the title) defaults to the folder name. The usage snippets load `repo_id` (the Hub repository the
     folder is pushed to), else `output_dir` as given, so that they work from where the folder was written. With a
-    Trainer's `training_args` (and `log_history`) the card describes a pre-training run (`weights="pretrained"`),
-    continued from `base_model` when given. Other keyword arguments go to `render_model_card`.
+    Trainer's `training_args` (and its `trainer_state` after training: the steps and epochs actually run, the last
+    logged losses) the card describes a pre-training run (`weights="pretrained"`), continued from `base_model` when
+    given. Other keyword arguments go to `render_model_card`.
     """
     snippet_path = repo_id or str(output_dir)
     output_dir = Path(output_dir)
     if training_args is not None:
+        # `max_steps` > 0 overrides `num_train_epochs`, which would then be a number that did not apply.
+        by_steps = getattr(training_args, "max_steps", 0) > 0
+        fields = [field for field in TRAINING_FIELDS if not (by_steps and field == "num_train_epochs")]
         render_kwargs["training_details"] = {
             # Enum fields (e.g. lr_scheduler_type) read better as their value.
             field: getattr(getattr(training_args, field), "value", getattr(training_args, field))
-            for field in TRAINING_FIELDS
+            for field in fields
             if hasattr(training_args, field)
         }
+    log_history = trainer_state.log_history if trainer_state is not None else None
+    if trainer_state is not None and trainer_state.epoch is not None:
+        render_kwargs["training_progress"] = (trainer_state.global_step, trainer_state.epoch)
     if log_history:
         results = {}
         for marker in ("loss", "eval_loss"):

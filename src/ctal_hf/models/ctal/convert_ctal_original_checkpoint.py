@@ -52,6 +52,7 @@ from torch._weights_only_unpickler import _get_allowed_globals
 from transformers import AutoModelForPreTraining, AutoProcessor
 from transformers.utils import logging as hf_logging
 
+from ...output_dir import OutputDirNotEmptyError, check_output_dir, staged_output_dir
 from ...training.hub import HubUnreachableError, check_hub_reachable, push_checkpoint_to_hub
 from ...training.model_card import write_model_card
 from .configuration_ctal import CTAL_PRESETS, SHARED_STACK_FIELDS, CTALConfig
@@ -511,12 +512,23 @@ def convert_original_checkpoint(
     verify: bool = False,
     push_to_hub: str | None = None,
     private: bool | None = None,
+    overwrite: bool = False,
 ) -> CTALForPreTraining:
     """Convert `checkpoint_path` (original format) into `output_dir`: `config.json`, `model.safetensors`, the processor
     (tokenizer from `tokenizer_dir`: the original `vocab.json` + `merges.txt`, or a saved CTAL tokenizer) and
     `README.md`. With `verify`, the saved folder is reloaded and run on a dummy batch (`verify_converted_model`).
     With `push_to_hub` (a repository id), the Hub is checked before any work and the complete folder is uploaded
-    (`private` as in `HfApi.create_repo`). Returns the converted model."""
+    (`private` as in `HfApi.create_repo`). Returns the converted model.
+
+    A non-empty `output_dir` is refused (`OutputDirNotEmptyError`) before any work unless `overwrite`, which replaces
+    it as a whole. The folder is written (and verified) next to `output_dir` first and renamed into place at the end,
+    so a failure or Ctrl-C leaves `output_dir` as it was."""
+    check_output_dir(
+        output_dir, overwrite=overwrite, option="output_dir", overwrite_option="--overwrite",
+        inputs=[("the checkpoint", checkpoint_path), ("--tokenizer_dir", tokenizer_dir),
+                ("--original_config", original_config if isinstance(original_config, (str, Path)) else None),
+                ("the working directory", Path.cwd())],
+    )
     if push_to_hub:
         check_hub_reachable()  # now, not after a conversion that can take minutes
     logger.info("Reading %s", checkpoint_path)
@@ -544,23 +556,26 @@ def convert_original_checkpoint(
     logger.info("Mapped %d original tensors onto %d parameters; writing %s", len(original), len(state), output_dir)
 
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
     preset = matching_preset(config)
     model_name = model_name or preset or output_dir.name
     step = checkpoint.get("Global_step", "?")
-    write_model_card(
-        output_dir,
-        config,
-        model_name=model_name,
-        weights="converted",
-        source=f"`{Path(checkpoint_path).name}` (original CTAL format, global step {step})",
-        # The paper's numbers belong on the card only when these are weights of one of its two sizes.
-        paper_results=preset if model_name == preset else None,
-    )
+    with staged_output_dir(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_model_card(
+            staging,
+            config,
+            model_name=model_name,
+            repo_id=str(output_dir),  # the snippets load the final folder
+            weights="converted",
+            source=f"`{Path(checkpoint_path).name}` (original CTAL format, global step {step})",
+            # The paper's numbers belong on the card only when these are weights of one of its two sizes.
+            paper_results=preset if model_name == preset else None,
+        )
+        shapes = verify_converted_model(staging, reference=model) if verify else None
     print_summary(model, checkpoint, output_dir)
-    if verify:
-        verify_converted_model(output_dir, reference=model)
+    if shapes is not None:
+        print(f"Verified {output_dir}: " + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
     if push_to_hub:
         try:
             push_checkpoint_to_hub(output_dir, push_to_hub, private=private)
@@ -605,7 +620,7 @@ def verify_converted_model(output_dir: str | Path, reference: CTALForPreTraining
     model, info = AutoModelForPreTraining.from_pretrained(output_dir, output_loading_info=True)
     problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
     if problems:
-        raise VerificationError(f"Reloading {output_dir} left weights out: {problems}")
+        raise VerificationError(f"Reloading the saved folder left weights out: {problems}")
     processor = AutoProcessor.from_pretrained(output_dir)
     model.eval()
 
@@ -635,7 +650,6 @@ def verify_converted_model(output_dir: str | Path, reference: CTALForPreTraining
             raise VerificationError(f"{name} has non-finite values.")
         if expected is not None and not torch.allclose(value, expected[name], atol=1e-5, rtol=1e-5):
             raise VerificationError(f"{name} of the saved model differs from the converted model's.")
-    print(f"Verified {output_dir}: " + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
     return shapes
 
 
@@ -672,6 +686,9 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model_name", help="name used in the model card (default: the matching paper preset)")
     parser.add_argument("--verify", action="store_true", help="reload the folder and run it on a dummy batch")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace output_dir (and everything in it) if it is not empty"
+    )
+    parser.add_argument(
         "--push_to_hub",
         metavar="REPO_ID",
         help="upload the folder to this Hub repository; the Hub is checked first, so nothing is converted without it",
@@ -689,7 +706,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         convert_original_checkpoint(**vars(args))
     except (OriginalCheckpointError, VerificationError, FileNotFoundError, ValueError, StrictDataclassError,
-            HubUnreachableError) as error:
+            HubUnreachableError, OutputDirNotEmptyError, NotADirectoryError) as error:
         sys.exit(f"ctal-convert-original: {error}")
 
 

@@ -28,6 +28,7 @@ from transformers import RobertaTokenizer
 from transformers.utils import logging
 
 from ...data.sources import iter_transcripts
+from ...output_dir import OutputDirNotEmptyError, check_output_dir, staged_output_dir
 from ...transcripts import is_transcript
 
 
@@ -255,10 +256,19 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--min-frequency", "--min_frequency", type=int, default=2, help="minimum count of a merge (default: 2)"
     )
     parser.add_argument("--output-dir", "--output_dir", required=True, help="folder to save the tokenizer in")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output folder (and everything in it) if it is not empty"
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     args = parser.parse_args(argv)
     if not args.inputs and args.dataset is None:
         parser.error("give transcript files and/or --dataset")
+    # Before any work: training on a large corpus takes minutes.
+    inputs = [("a transcript file", path) for path in args.inputs] + [("the working directory", Path.cwd())]
+    try:
+        check_output_dir(args.output_dir, overwrite=args.overwrite, inputs=inputs)
+    except (OutputDirNotEmptyError, NotADirectoryError, ValueError) as error:
+        sys.exit(f"ctal-train-tokenizer: {error}")
     return args
 
 
@@ -278,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError) as error:
         inputs = [*args.inputs, *([f"--dataset {args.dataset}"] if args.dataset else [])]
         sys.exit(f"ctal-train-tokenizer: {error} Inputs: {', '.join(inputs)}; nothing was saved.")
-    tokenizer.save_pretrained(args.output_dir)
+    with staged_output_dir(args.output_dir, overwrite=args.overwrite) as staging:
+        tokenizer.save_pretrained(staging)
     print(f"Saved a CTAL tokenizer with {len(tokenizer)} entries to {args.output_dir}")
     return 0
 

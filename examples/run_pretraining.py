@@ -43,7 +43,13 @@ from ctal_hf.data.demo_corpus import build_demo_corpus
 from ctal_hf.training.hub import check_hub_reachable, push_checkpoint_to_hub
 from ctal_hf.models.ctal.processing_ctal import processor_for_config
 from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer, train_ctal_tokenizer
-from ctal_hf.output_dir import check_output_dir, remove_checkpoints, resolve_resume_checkpoint
+from ctal_hf.output_dir import (
+    IncompleteCheckpointError,
+    OutputDirNotEmptyError,
+    check_output_dir,
+    remove_checkpoints,
+    resolve_resume_checkpoint,
+)
 from ctal_hf.training.model_card import loading_snippet, write_model_card
 from ctal_hf.training.trainer import CTALPreTrainingTrainer
 
@@ -344,4 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OutputDirNotEmptyError, IncompleteCheckpointError) as error:  # the message is the whole story
+        sys.exit(f"{Path(sys.argv[0]).name}: {error}")

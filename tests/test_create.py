@@ -118,3 +118,32 @@ def test_in_memory_the_preset_is_one_from_config_call(tmp_path, tokenizer_dir):
     assert type(in_memory) is type(saved) and in_memory.config.to_diff_dict() == saved_config
     shapes = [{key: value.shape for key, value in model.state_dict().items()} for model in (in_memory, saved)]
     assert shapes[0] == shapes[1]
+
+
+def test_a_non_empty_output_dir_is_refused_unless_overwrite(tmp_path, tokenizer_dir, monkeypatch, folder_digest):
+    out = tmp_path / "ctal-base"
+    create_checkpoint("ctal-base", tokenizer_dir, out, **SMALL)
+    before = folder_digest(out)
+    cli = ["ctal-base", "--tokenizer_dir", str(tokenizer_dir), "--output_dir", str(out)] + [
+        arg for key, value in SMALL.items() for arg in ("--override", f"{key}={value}")
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(cli)
+    message = str(exit_info.value)
+    assert f"--output_dir {out} is not empty: it holds saved model files (README.md, config.json" in message
+    assert "pass --overwrite to replace them" in message
+    assert folder_digest(out) == before
+
+    # An interrupted write leaves the folder as it was, even with --overwrite.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("ctal_hf.create.write_model_card", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            main(cli + ["--overwrite", "--seed", "1"])
+    assert folder_digest(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ctal-base"]
+
+    main(cli + ["--overwrite", "--seed", "1"])
+    assert folder_digest(out)["model.safetensors"] != before["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ctal-base"]

@@ -89,14 +89,15 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The complete checkpoint of `folder` with the highest step (None if there is none); logs a warning naming the
-    later checkpoints it passes over because their save was interrupted."""
+def latest_checkpoint(folder: str | os.PathLike, *, warn: bool = True) -> Path | None:
+    """The complete checkpoint of `folder` with the highest step (None if there is none). With `warn`, logs a warning
+    naming each later checkpoint it passes over because its save was interrupted."""
     for path in reversed(list_checkpoints(folder)):
         problem = checkpoint_problem(path)
         if problem is None:
             return path
-        logger.warning("Skipping the incomplete checkpoint %s (%s): its save was interrupted.", path, problem)
+        if warn:
+            logger.warning("Skipping the incomplete checkpoint %s (%s): its save was interrupted.", path, problem)
     return None
 
 
@@ -131,7 +132,7 @@ def resolve_resume_checkpoint(
         raise FileNotFoundError(f"{option} {value} is not a folder; pass a {PREFIX_CHECKPOINT_DIR}-* folder.")
     problem = checkpoint_problem(path)
     if problem is not None:
-        earlier = latest_checkpoint(path.parent)
+        earlier = latest_checkpoint(path.parent, warn=False)
         fix = (
             f"resume from {earlier}" if earlier is not None
             else f"no complete checkpoint is next to it, so start the run again without {option}"
@@ -210,22 +211,22 @@ def check_output_dir(
 
     parts = []
     if checkpoints:
-        parts.append(f"checkpoints {_names([c.name for c in checkpoints])}")
+        parts.append(_names([c.name for c in checkpoints]))
     model_files = [entry.name for entry in entries if entry.name in SAVED_MODEL_FILES]
     if model_files:
-        parts.append(f"a saved model ({_names(model_files)})")
+        parts.append(f"saved model files ({_names(model_files)})")
     others = [entry.name for entry in entries if entry not in checkpoints and entry.name not in model_files]
     if others:
         parts.append(f"{len(others)} other {'entry' if len(others) == 1 else 'entries'} ({_names(others)})")
     fixes = []
-    latest = latest_checkpoint(path) if resume_option else None
+    latest = latest_checkpoint(path, warn=False) if resume_option else None
     if latest is not None:
         fixes.append(f"pass {resume_option} {latest} to continue that run")
     if overwrite_option:
         fixes.append(f"pass {overwrite_option} to replace {'them' if len(entries) > 1 else 'it'}")
     fixes.append(f"choose another {option}")
     raise OutputDirNotEmptyError(
-        f"{option} {path} is not empty: it holds {', '.join(parts)}. Writing there would replace or mix with "
+        f"{option} {path} is not empty: it holds {'; '.join(parts)}. Writing there would replace or mix with "
         f"{'them' if len(entries) > 1 else 'it'}: {', or '.join(fixes)}."
     )
 

@@ -1,6 +1,7 @@
 """End-to-end checks of examples/run_pretraining.py on a small synthesised corpus."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from ctal_hf import CTALForPreTraining, CTALModel
 from ctal_hf.data.demo_corpus import build_demo_corpus
+from ctal_hf.output_dir import IncompleteCheckpointError, OutputDirNotEmptyError
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +121,26 @@ def test_distributed_two_processes_see_different_data(corpus, tiny_config, tmp_p
 
 
 @pytest.mark.slow
+def test_distributed_resume_matches_uninterrupted_run(corpus, tiny_config, tmp_path):
+    """Two processes, 3 steps per epoch: checkpoint-4 is mid-way through epoch 1. accelerate's `set_epoch` does not
+    reach the sampler of the resumed epoch here, the trainer's epoch callback does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(ROOT / "examples/accelerate/cpu-2proc.yaml"), str(ROOT / "examples/run_pretraining.py")]
+    steps = ("--max_steps", "8", "--save_steps", "4", "--use_cpu", "true", "--dataloader_num_workers", "0")
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    for out, extra in ((full, ()), (resumed, ("--resume_from_checkpoint", str(resumed / "checkpoint-4")))):
+        if extra:
+            shutil.copytree(full / "checkpoint-4", resumed / "checkpoint-4")
+        result = subprocess.run([*launch, *run_args(corpus, tiny_config, out, *steps, *extra)],
+                                capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    full_weights, resumed_weights = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for key in full_weights:
+        torch.testing.assert_close(resumed_weights[key], full_weights[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.slow
 def test_demo_corpus_losses_fall(tmp_path):
     """The README's demo recipe (600 steps, ~3 minutes on 2 cores): both pre-training losses fall clearly."""
     corpus = build_demo_corpus(output_dir=tmp_path / "corpus", num_utterances=300)
@@ -210,3 +232,82 @@ def test_long_audio_dropped_or_truncated(corpus, tiny_config, tmp_path, mode, mo
         assert total == train_rows and 0 < count < total and len(seen) == total - count, (dropped, len(seen))
     else:
         assert not dropped and len(seen) == train_rows
+
+
+def test_output_dir_with_a_run_is_refused_and_overwritten_on_request(corpus, tiny_config, tmp_path, folder_digest):
+    out = tmp_path / "run"
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "4", "--save_steps", "2"))
+    before = folder_digest(out)
+    with pytest.raises(OutputDirNotEmptyError) as error:
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "2", "--save_steps", "2"))
+    message = str(error.value)
+    assert "it holds checkpoint-2, checkpoint-4; saved model files" in message and "model.safetensors" in message
+    assert f"--resume_from_checkpoint {out / 'checkpoint-4'}" in message and "--overwrite_output_dir" in message
+    # Resuming from an earlier checkpoint in place would overwrite checkpoint-4.
+    with pytest.raises(OutputDirNotEmptyError, match="holds checkpoint-4, saved after checkpoint-2"):
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "4", "--save_steps", "2",
+                                      "--resume_from_checkpoint", str(out / "checkpoint-2")))
+    with pytest.raises(ValueError, match=r"would delete or replace .*checkpoint-2 \(--resume_from_checkpoint\)"):
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "4", "--overwrite_output_dir", "true",
+                                      "--resume_from_checkpoint", str(out / "checkpoint-2")))
+    assert folder_digest(out) == before
+
+    # A new run replaces the old one: no checkpoint of it is left to mix with the new run's.
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "1", "--save_steps", "1",
+                                  "--overwrite_output_dir", "true"))
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+
+
+def test_interrupted_checkpoint_save_is_detected_on_resume(corpus, tiny_config, tmp_path, monkeypatch, folder_digest):
+    out = tmp_path / "run"
+    save_rng_state = run_pretraining.CTALPreTrainingTrainer._save_rng_state
+
+    def interrupted(self, output_dir):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt  # Ctrl-C after the weights, before trainer_state.json
+        save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(run_pretraining.CTALPreTrainingTrainer, "_save_rng_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "6", "--save_steps", "2"))
+    monkeypatch.undo()
+    assert (out / "checkpoint-4" / "model.safetensors").is_file()
+    before = folder_digest(out)
+    with pytest.raises(IncompleteCheckpointError) as error:
+        run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "6", "--save_steps", "2",
+                                      "--resume_from_checkpoint", str(out / "checkpoint-4")))
+    assert str(error.value) == (
+        f"--resume_from_checkpoint {out / 'checkpoint-4'} is an incomplete checkpoint (no trainer_state.json, which "
+        f"Trainer writes last): its save was interrupted; resume from {out / 'checkpoint-2'}."
+    )
+    assert folder_digest(out) == before
+    # "latest" passes over the incomplete checkpoint; the resumed run rewrites it.
+    run_pretraining.main(run_args(corpus, tiny_config, out, "--max_steps", "6", "--save_steps", "2",
+                                  "--resume_from_checkpoint", "latest"))
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_the_run_says_what_it_does(corpus, tiny_config, tmp_path, monkeypatch, caplog):
+    """Demo corpus, tokenizer, model size, and at the end where the model is and how to load it; the card records
+    the steps and epochs actually run."""
+    from ctal_hf.data.demo_corpus import CORPUS_DIR_ENV
+
+    monkeypatch.setenv(CORPUS_DIR_ENV, str(corpus.parent.parent))  # the fixture's corpus is the 24-utterance demo
+    out = tmp_path / "run"
+    args = run_args("demo", tiny_config, out, "--max_steps", "8", "--demo_num_utterances", "24")
+    with caplog.at_level(logging.INFO, logger=run_pretraining.logger.name):
+        run_pretraining.main(args)
+    said = "\n".join(record.getMessage() for record in caplog.records if record.name == run_pretraining.logger.name)
+    assert "Preparing the demo corpus (24 synthesised utterances" in said and f"Demo corpus: {corpus}" in said
+    assert "Training a byte-level BPE tokenizer (300 entries)" in said
+    parameters = CTALForPreTraining.from_pretrained(out).num_parameters()
+    assert f"CTALForPreTraining with {parameters:,} parameters" in said
+    assert f"Saved the model, processor and model card to {out} (8 steps, 1.33 epochs)" in said
+    assert f'AutoModel.from_pretrained("{out}")' in said and f'AutoProcessor.from_pretrained("{out}")' in said
+    card = (out / "README.md").read_text()
+    assert "Trained for 8 optimizer steps (1.33 epochs of the training data)." in card
+    assert "num_train_epochs" not in card
+

@@ -655,3 +655,48 @@ def test_cli_checks_the_hub_before_converting_and_pushes_the_complete_folder(tmp
     main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)]
          + ["--push_to_hub", "my-org/x", "--private"])
     assert calls == [("check", False), ("push", True, "my-org/x", True)]
+
+
+def test_cli_refuses_a_non_empty_output_dir_before_converting(tmp_path, original, capsys, folder_digest):
+    output_dir = tmp_path / "ctal-tiny"
+    main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)])
+    before = folder_digest(output_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer)])
+    message = str(exit_info.value)
+    assert message.startswith(f"ctal-convert-original: output_dir {output_dir} is not empty: it holds saved model files")
+    assert "config.json" in message and "model.safetensors" in message and "pass --overwrite" in message
+    assert folder_digest(output_dir) == before
+    # --overwrite replaces the folder as a whole.
+    (output_dir / "notes.txt").write_text("stale")
+    main([str(original.checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer), "--overwrite",
+          "--no-audio_causal_self_attention"])
+    assert json.loads((output_dir / "config.json").read_text())["audio_causal_self_attention"] is False
+    assert not (output_dir / "notes.txt").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ctal-tiny"]  # no temporary folder left
+
+
+def test_overwrite_may_not_delete_the_inputs(tmp_path, original, folder_digest):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    checkpoint = output_dir / "states-1234.ckpt"
+    checkpoint.write_bytes(original.checkpoint.read_bytes())
+    before = folder_digest(output_dir)
+    with pytest.raises(SystemExit, match=r"--overwrite would delete or replace .*states-1234.ckpt \(the checkpoint\)"):
+        main([str(checkpoint), str(output_dir), "--tokenizer_dir", str(original.tokenizer), "--overwrite"])
+    assert folder_digest(output_dir) == before
+
+
+def test_an_interrupted_conversion_leaves_the_output_dir_as_it_was(tmp_path, original, monkeypatch, folder_digest):
+    output_dir = tmp_path / "ctal-tiny"
+    convert_original_checkpoint(original.checkpoint, output_dir, original.tokenizer)
+    before = folder_digest(output_dir)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C after the weights were written
+
+    monkeypatch.setattr("ctal_hf.models.ctal.convert_ctal_original_checkpoint.write_model_card", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_original_checkpoint(original.checkpoint, output_dir, original.tokenizer, overwrite=True)
+    assert folder_digest(output_dir) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ctal-tiny"]

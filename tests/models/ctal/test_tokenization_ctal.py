@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line(tmp_path):
         assert re.search(f"^ctal-train-tokenizer: {message}", str(exit_info.value.code))
 
 
-def test_cli(corpus, tmp_path, capsys, monkeypatch):
+def test_cli(corpus, tmp_path, capsys, monkeypatch, folder_digest):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0 and "--vocab-size" in capsys.readouterr().out
@@ -198,6 +198,17 @@ def test_cli(corpus, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--output-dir", str(output)])  # no input
     assert "give transcript files and/or --dataset" in capsys.readouterr().err
+
+    # A saved tokenizer is not replaced unless --overwrite.
+    before = folder_digest(output)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "a.txt"), "--vocab_size", "280", "--output_dir", str(output)])
+    error = str(exit_info.value.code)
+    assert error.startswith(f"ctal-train-tokenizer: --output_dir {output} is not empty: it holds saved model files "
+                            "(tokenizer.json, tokenizer_config.json)")
+    assert "pass --overwrite to replace them" in error and folder_digest(output) == before
+    assert main([str(tmp_path / "a.txt"), "--vocab_size", "280", "--output_dir", str(output), "--overwrite"]) == 0
+    assert len(AutoTokenizer.from_pretrained(output)) <= 280 and folder_digest(output) != before
 
     # The example script is the same CLI.
     monkeypatch.setattr("sys.argv", ["train_tokenizer.py", "--help"])

@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
 
     output_dir = training_args.output_dir
     checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
-    checkpoint = None if checkpoint is None else str(checkpoint)
+    if checkpoint is not None:
+        checkpoint = str(checkpoint)
+        logger.info("Resuming from %s", checkpoint)
     if data_args.long_audio not in ("drop", "truncate"):
         raise ValueError(f"--long_audio must be 'drop' or 'truncate', got {data_args.long_audio!r}.")
     if data_args.streaming and data_args.precompute_features:
@@ -352,5 +354,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (OutputDirNotEmptyError, IncompleteCheckpointError) as error:  # the message is the whole story
+    except (OutputDirNotEmptyError, IncompleteCheckpointError, NotADirectoryError) as error:  # the message says it all
         sys.exit(f"{Path(sys.argv[0]).name}: {error}")

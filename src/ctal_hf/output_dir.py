@@ -125,7 +125,6 @@ def resolve_resume_checkpoint(
             raise FileNotFoundError(
                 f"{option} {value}: {output_dir} holds no complete {PREFIX_CHECKPOINT_DIR}-* folder to resume from."
             )
-        logger.info("Resuming from the latest complete checkpoint, %s", latest)
         return latest
     path = Path(value)
     if not path.is_dir():
@@ -238,8 +237,6 @@ def remove_checkpoints(folder: str | os.PathLike) -> list[str]:
     for path in list_checkpoints(folder):
         shutil.rmtree(path)
         removed.append(path.name)
-    if removed:
-        logger.info("Deleted the previous run's checkpoints in %s: %s", folder, ", ".join(removed))
     return removed
 
 

@@ -137,9 +137,15 @@ def test_staged_writes_replace_the_folder_only_when_complete(run_dir, folder_dig
 
     with staged_output_dir(run_dir, overwrite=True) as staging:
         (staging / "config.json").write_text("new")
-    assert folder_digest(run_dir) == {"config.json": folder_digest(run_dir)["config.json"]}
+    assert [path.name for path in run_dir.rglob("*")] == ["config.json"]  # replaced as a whole
     assert (run_dir / "config.json").read_text() == "new"
     assert sorted(path.name for path in run_dir.parent.iterdir()) == ["run"]
+
+    empty = run_dir.parent / "empty"
+    empty.mkdir()
+    with staged_output_dir(empty) as staging:
+        (staging / "a.txt").write_text("a")
+    assert (empty / "a.txt").read_text() == "a"
 
     # Another program filled the folder in the meantime: its files win, the staged result is dropped.
     new = run_dir.parent / "fresh"
@@ -149,4 +155,4 @@ def test_staged_writes_replace_the_folder_only_when_complete(run_dir, folder_dig
             new.mkdir()
             (new / "b.txt").write_text("b")
     assert sorted(path.name for path in new.iterdir()) == ["b.txt"]
-    assert sorted(path.name for path in run_dir.parent.iterdir()) == ["fresh", "run"]
+    assert sorted(path.name for path in run_dir.parent.iterdir()) == ["empty", "fresh", "run"]

@@ -3,8 +3,10 @@
 import copy
 import json
 import re
+import sys
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +14,17 @@ from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
+from transformers.utils import logging as transformers_logging
 
 from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification, CTALModel
+from ctal_hf.models import flex_attention_cpu
 from ctal_hf.models.ctal import modeling_ctal
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS, SHARED_STACK_FIELDS
+from ctal_hf.models.flex_attention_cpu import (
+    TORCH_CPU_FLEX_ATTENTION_BUG,
+    cpu_flex_attention_is_broken,
+    warn_if_cpu_flex_attention_is_broken,
+)
 
 
 VOCAB = 50
@@ -705,18 +714,70 @@ def test_flash_attention_is_not_offered():
     assert not CTALModel._supports_flash_attn
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_flex_attention_matches_eager(causal):
-    """Flex attention (BlockMask masks for padding, causality and cross-attention); on CPU it has no backward, so
-    this checks inference."""
-    batch = make_batch()
-    eager = make_model(CTALModel, attn="eager", audio_causal_self_attention=causal)
-    flex = make_model(CTALModel, attn="flex_attention", audio_causal_self_attention=causal)
+def require_working_cpu_flex_attention():
+    if cpu_flex_attention_is_broken():
+        pytest.skip(f"skipped on this CPU: {TORCH_CPU_FLEX_ATTENTION_BUG}")
+
+
+def assert_flex_matches_eager(causal, frames, **overrides):
+    batch = make_batch(frames=frames)
+    eager = make_model(CTALModel, attn="eager", audio_causal_self_attention=causal, **overrides)
+    flex = make_model(CTALModel, attn="flex_attention", audio_causal_self_attention=causal, **overrides)
     flex.load_state_dict(eager.state_dict())
     with torch.no_grad():
         out_e, out_f = eager(**batch), flex(**batch)
     for name, mask in (("text_last_hidden_state", "attention_mask"), ("audio_last_hidden_state", "audio_attention_mask")):
         assert (out_e[name] - out_f[name]).abs()[batch[mask].bool()].max() < 1e-5, name
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_attention_matches_eager(causal):
+    """Flex attention's masks (padding, causality, audio-to-text cross-attention) on a shape that no CPU's compiled
+    flex kernel gets wrong: head size 32 (the faulty path needs a head size below 24) and key lengths 9 and 21 (not 8
+    mod 16). On CPU flex attention has no backward, so this checks inference."""
+    assert_flex_matches_eager(causal, frames=21, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_attention_matches_eager_small_heads(causal):
+    """Head size 8 with 24 frames: the shape of the torch CPU flex bug, run where the probe finds it fixed."""
+    require_working_cpu_flex_attention()
+    assert_flex_matches_eager(causal, frames=24)
+
+
+def test_small_head_flex_test_skips_where_the_bug_is_present(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "cpu_flex_attention_is_broken", lambda: True)
+    with pytest.raises(pytest.skip.Exception, match="CppMicroGemmFP32Vec"):
+        require_working_cpu_flex_attention()
+
+
+def test_flex_attention_warning_conditions(monkeypatch, caplog):
+    """The probe runs only for flex attention on CPU with an affected head size, and the warning only where it
+    finds the bug."""
+    probed = []
+    monkeypatch.setattr(flex_attention_cpu, "cpu_flex_attention_is_broken", lambda: probed.append(1) or True)
+    cpu = torch.device("cpu")
+    for attn, head_sizes, device in [("sdpa", (8,), cpu), ("eager", (16,), cpu), ("flex_attention", (32, 64), cpu),
+                                     ("flex_attention", (8,), torch.device("cuda"))]:
+        warn_if_cpu_flex_attention_is_broken(SimpleNamespace(_attn_implementation=attn), head_sizes, device)
+    assert probed == [] and caplog.records == []
+    monkeypatch.setattr(flex_attention_cpu, "cpu_flex_attention_is_broken", lambda: False)
+    warn_if_cpu_flex_attention_is_broken(SimpleNamespace(_attn_implementation="flex_attention"), (8, 16), cpu)
+    assert caplog.records == []
+
+
+def test_flex_attention_warns_once_on_cpus_with_the_bug(monkeypatch, caplog):
+    monkeypatch.setattr(flex_attention_cpu, "cpu_flex_attention_is_broken", lambda: True)
+    transformers_logging.warning_once.cache_clear()
+    batch = make_batch()
+    model = make_model(CTALModel, attn="flex_attention")  # head size 8
+    with torch.no_grad():
+        for _ in range(2):
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    warnings = [record.getMessage() for record in caplog.records if "flex_attention" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "head size 8:" in warnings[0] and 'attn_implementation="sdpa"' in warnings[0]
+    assert TORCH_CPU_FLEX_ATTENTION_BUG in warnings[0]
 
 
 # ---------------------------------------------------------------------------------------------- README

@@ -2,7 +2,9 @@
 
 import copy
 import json
+import os
 import re
+import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -743,6 +745,24 @@ def test_flex_attention_matches_eager_small_heads(causal):
     """Head size 8 with 24 frames: the shape of the torch CPU flex bug, run where the probe finds it fixed."""
     require_working_cpu_flex_attention()
     assert_flex_matches_eager(causal, frames=24)
+
+
+@pytest.mark.slow
+def test_flex_tests_with_8_wide_vectors(tmp_path):
+    """The two flex tests above as an AVX2-only CPU runs them, from any x86 CPU with AVX2: `ATEN_CPU_CAPABILITY=avx2`
+    makes inductor compile for 8-wide vectors, where the torch bug shows. The safe shape must pass; the triggering
+    shape is skipped (torch 2.13.0, which has the bug) or passes (a torch that fixed it)."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("needs an x86 CPU with AVX2")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-rs", "-p", "no:cacheprovider", "-m", "not slow",
+               "-k", "flex_attention_matches_eager"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith(("2 passed, 2 skipped", "4 passed")), summary
+    if torch.__version__.split("+")[0] == "2.13.0":
+        assert summary.startswith("2 passed, 2 skipped") and "CppMicroGemmFP32Vec" in result.stdout, result.stdout
 
 
 def test_small_head_flex_test_skips_where_the_bug_is_present(monkeypatch):

@@ -4,6 +4,7 @@ torch version that the Makefile installs first."""
 import configparser
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -74,7 +75,12 @@ def test_torch_pin_is_the_version_installed_first():
 )
 def test_make_setup_installed_exactly_the_lock():
     pins = locked_versions()
-    installed = {canonicalize_name(dist.metadata["Name"]): Version(dist.version) for dist in metadata.distributions()}
+    # The venv's site-packages only: setuptools' vendored copies (under setuptools/_vendor) are not installed packages.
+    site_packages = sysconfig.get_paths()["purelib"]
+    installed = {
+        canonicalize_name(dist.metadata["Name"]): Version(dist.version)
+        for dist in metadata.distributions(path=[site_packages])
+    }
     installed.pop("ctal-hf")
     assert set(installed) == set(pins)
     # The local CPU wheel carries a local label (2.13.0+cpu), which the pin admits.

@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
 from ...modeling_utils import sequence_classification_loss
+from ..flex_attention_cpu import warn_if_cpu_flex_attention_is_broken
 from .configuration_ctal import CTALConfig
 
 
@@ -396,6 +397,8 @@ class CTALModel(CTALPreTrainedModel):
             )
 
         text_states = self.text_embeddings(input_ids, inputs_embeds)
+        head_size = self.config.hidden_size // self.config.num_attention_heads
+        warn_if_cpu_flex_attention_is_broken(self.config, head_sizes=(head_size,), device=text_states.device)
         text_mask = create_bidirectional_mask(config=self.config, inputs_embeds=text_states, attention_mask=attention_mask)
         text_states, text_hidden, text_attentions = self.text_encoder(
             text_states, text_mask, output_attentions, output_hidden_states

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= outputs/ctal-demo
+# Extra options of the demo run, e.g. DEMO_ARGS=--overwrite_output_dir to replace an earlier demo (refused otherwise).
+DEMO_ARGS ?=
 TORCH_VERSION := 2.13.0
 # The exact versions of the tested environment (`make lock` rewrites it); setup.cfg keeps the compatible ranges.
 CONSTRAINTS := constraints.txt
@@ -35,7 +37,7 @@ demo: setup
 		--logging_steps 25 \
 		--save_steps 300 \
 		--eval_strategy steps --eval_steps 300 \
-		--seed 0
+		--seed 0 $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q

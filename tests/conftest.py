@@ -3,7 +3,9 @@
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 
 @pytest.fixture
@@ -18,3 +20,72 @@ def folder_digest():
         }
 
     return digest
+
+# Emotion codes given to the utterances of each dialog in turn: the 4-class set (with "exc" merged into happy) and
+# codes that are dropped.
+IEMOCAP_CODES = ("neu", "hap", "ang", "sad", "exc", "fru", "xxx")
+IEMOCAP_WORDS = ("well", "i", "think", "that", "is", "fine", "really", "no", "you", "know", "what", "okay")
+
+
+def write_iemocap_tree(root: Path, sessions: int = 5, utterances_per_dialog: int = 14, seconds: float = 0.4) -> dict:
+    """An IEMOCAP release tree (Session1..N) in the real file formats, with generated audio.
+
+    Each session has two dialogs (`Ses0NF_impro01`, `Ses0NM_script01_1`) whose utterances alternate between the
+    female and the male actor, each actor cycling through `IEMOCAP_CODES` (by default once: 10 kept utterances and 4
+    dropped ones per dialog). EmoEvaluation files carry the header, annotator lines
+    and blank lines of the release, an annotator subfolder holds a file that must not be read, and transcriptions mix
+    utterance lines with lines that are not utterances.
+
+    Returns:
+        `{utterance id: {"emotion", "text", "session", "speaker", "path"}}` for every utterance written.
+    """
+    rng = np.random.default_rng(0)
+    expected = {}
+    for session in range(1, sessions + 1):
+        session_folder = root / f"Session{session}"
+        evaluation_folder = session_folder / "dialog" / "EmoEvaluation"
+        (evaluation_folder / "Categorical").mkdir(parents=True)
+        (evaluation_folder / "Categorical" / f"Ses0{session}F_impro01_e2_cat.txt").write_text(
+            f"Ses0{session}F_impro01_F000 :Neutral state; ()\n"
+        )
+        (session_folder / "dialog" / "transcriptions").mkdir(parents=True)
+        for dialog in (f"Ses0{session}F_impro01", f"Ses0{session}M_script01_1"):
+            wav_folder = session_folder / "sentences" / "wav" / dialog
+            wav_folder.mkdir(parents=True)
+            evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            transcription = []
+            start = 2.5
+            for index in range(utterances_per_dialog):
+                gender = "FM"[index % 2]
+                utterance_id = f"{dialog}_{gender}{index // 2:03d}"
+                code = IEMOCAP_CODES[(index // 2) % len(IEMOCAP_CODES)]
+                end = start + seconds
+                evaluation += [
+                    f"[{start:.4f} - {end:.4f}]\t{utterance_id}\t{code}\t[2.5000, 3.0000, 2.5000]",
+                    "C-E2:\tNeutral;\t()",
+                    "C-E3:\tNeutral;\t(curious)",
+                    "A-E3:\tval 3; act 2; dom  2;\t()",
+                    "",
+                ]
+                text = " ".join(rng.choice(IEMOCAP_WORDS, size=int(rng.integers(2, 6)))).capitalize() + "."
+                transcription.append(f"{utterance_id} [{start:08.4f}-{end:08.4f}]: {text}")
+                time = np.arange(int(seconds * 16000)) / 16000
+                tone = 0.3 * np.sin(2 * np.pi * (120 + 30 * IEMOCAP_CODES.index(code)) * time)
+                soundfile.write(wav_folder / f"{utterance_id}.wav", tone + 0.02 * rng.standard_normal(len(time)), 16000)
+                expected[utterance_id] = {"emotion": code, "text": text, "session": f"Session{session}",
+                                          "speaker": f"Ses0{session}{gender}", "path": wav_folder / f"{utterance_id}.wav"}
+                start = end + 0.3
+            (evaluation_folder / f"{dialog}.txt").write_text("\n".join(evaluation) + "\n")
+            # Lines that are not utterances: an overlap marker id and a line without a time span.
+            transcription.insert(1, f"{dialog}_MXX0 [000.0000-001.0000]: [LAUGHTER]")
+            transcription.append("M: [BREATHING]")
+            (session_folder / "dialog" / "transcriptions" / f"{dialog}.txt").write_text("\n".join(transcription) + "\n")
+    return expected
+
+
+@pytest.fixture(scope="session")
+def iemocap_tree(tmp_path_factory):
+    """`(root, expected)` of a 5-session IEMOCAP tree (see `write_iemocap_tree`), shared by the tests that only read
+    it."""
+    root = tmp_path_factory.mktemp("iemocap")
+    return root, write_iemocap_tree(root)

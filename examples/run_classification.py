@@ -41,7 +41,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 import ctal_hf  # noqa: F401  (registers the CTAL classes with the Auto classes)
 from ctal_hf.create import build_processor
@@ -79,6 +79,7 @@ SELECTION_LABELS = {
     "validation": "validation (checkpoint selected on held-out training data; test data unseen)",
     "test": "TEST (authors' protocol: checkpoint selected on the test data; optimistic, for comparison only)",
     "last": "none (the last checkpoint; no validation)",
+    "given": "none (a fine-tuned model evaluated as given)",
 }
 LOWER_IS_BETTER = ("mae", "loss")
 RUN_CONFIG = "run_config.json"
@@ -252,6 +253,10 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, tra
         raise ValueError("--do_train false evaluates one given model; it does not combine with --cross_validation.")
     if not training_args.do_train and model_args.model_name_or_path is None:
         raise ValueError("--do_train false evaluates a fine-tuned model: pass it with --model_name_or_path.")
+    if training_args.do_predict and not (cross_validation or data_args.test_split or data_args.predict_dataset):
+        raise ValueError("--do_predict predicts the test data: pass --test_split, --predict_dataset or --cross_validation.")
+    if data_args.predict_dataset and not training_args.do_predict:
+        raise ValueError("--predict_dataset is predicted with --do_predict; pass it too.")
 
 
 def run_fingerprint(model_args, data_args, training_args) -> dict:
@@ -293,16 +298,18 @@ def refuse_non_empty_output_dir(output_dir: Path, *, overwrite: bool, resuming: 
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def _load(source: str, split: str | None, data_args: DataArguments) -> datasets.Dataset:
+def _load(source: str, split: str | None, data_args: DataArguments, labelled: bool = True) -> datasets.Dataset:
+    """The rows of `source` (a split of it), with the --label_column as `label` and an `id` per row; new data to
+    predict (`labelled=False`) may come without labels."""
     dataset = load_speech_dataset(source, split=split, skip_unreadable=data_args.skip_unreadable,
                                   config_name=data_args.dataset_config_name)
-    if data_args.label_column and data_args.label_column != "label" and data_args.label_column in dataset.column_names:
+    column = data_args.label_column
+    if column and column != "label" and column in dataset.column_names:
         if "label" in dataset.column_names:
             dataset = dataset.remove_columns("label")
-        dataset = dataset.rename_column(data_args.label_column, "label")
-    elif data_args.label_column and data_args.label_column not in dataset.column_names:
-        raise ValueError(f"--label_column {data_args.label_column!r} is not a column of {source} "
-                         f"({dataset.column_names}).")
+        dataset = dataset.rename_column(column, "label")
+    elif column and column not in dataset.column_names and labelled:
+        raise ValueError(f"--label_column {column!r} is not a column of {source} ({dataset.column_names}).")
     if "id" not in dataset.column_names:
         # Rows are named by their audio file in predictions when the source has no id column.
         ids = [audio if isinstance(audio, str) else (audio or {}).get("path") or str(index)
@@ -371,6 +378,8 @@ def plan_runs(data_args, training_args, spec: LabelSpec, data: dict[str, dataset
     stratify = spec.problem_type == "single_label_classification"
     seed = training_args.seed
     full = data["train"]
+    if full is None:  # evaluating a fine-tuned model: nothing to train or hold out
+        return [Run(None, output_dir, None, data["validation"], data["test"], False)]
     labels = np.asarray(full["label"]) if stratify else None
     speakers = _column(full, "speaker_id")
     if data_args.cross_validation != "none":
@@ -543,7 +552,10 @@ def plot_confusion_matrix(matrix: np.ndarray, names, path: Path, title: str) -> 
 
 
 def selection_of(data_args, training_args) -> str:
-    """How checkpoints are chosen: "test" (authors' protocol), "validation", or "last" (no evaluation)."""
+    """How checkpoints are chosen: "test" (authors' protocol), "validation", "last" (no evaluation), or "given" (no
+    training)."""
+    if not training_args.do_train:
+        return "given"
     if data_args.model_selection == "test":
         return "test"
     return "validation" if training_args.eval_strategy != "no" and training_args.load_best_model_at_end else "last"
@@ -659,7 +671,7 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", labelled(metrics, selection))
         results["validation" if selection != "test" else "selection (test data)"] = plain_metrics(metrics, "eval")
-    if run.test is not None and training_args.do_eval:
+    if run.test is not None and (training_args.do_eval or training_args.do_predict):
         output = trainer.predict(run.test, metric_key_prefix="test")
         trainer.log_metrics("test", output.metrics)
         trainer.save_metrics("test", labelled(output.metrics, selection))
@@ -755,6 +767,8 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity(log_level)
 
     validate_arguments(model_args, data_args, training_args)
+    if not training_args.do_train:
+        training_args.eval_strategy = IntervalStrategy.NO  # nothing is trained, so nothing to evaluate periodically
     if data_args.plot_confusion_matrix:
         try:
             import matplotlib  # noqa: F401
@@ -767,21 +781,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Labels: from the fine-tuned model when only evaluating, else from the (training) data.
     cross_validation = data_args.cross_validation != "none"
-    data = {"train": _load(data_args.dataset, data_args.train_split, data_args)}
-    data["validation"] = _load(data_args.dataset, data_args.eval_split, data_args) if data_args.eval_split else None
-    data["test"] = _load(data_args.dataset, data_args.test_split, data_args) if data_args.test_split else None
-    fixed = spec_of_model(model_args.model_name_or_path) if not training_args.do_train else None
-    data["train"], spec = prepare_labels(
-        data["train"], problem_type=fixed.problem_type if fixed else data_args.problem_type,
-        label_names=fixed.names if fixed else None, label_separator=data_args.label_separator,
-    )
+    splits = {"train": data_args.train_split if training_args.do_train else None, "validation": data_args.eval_split,
+              "test": data_args.test_split}
+    data = {name: _load(data_args.dataset, split, data_args) if split or (name == "train" and training_args.do_train)
+            else None for name, split in splits.items()}
+    if training_args.do_train:
+        data["train"], spec = prepare_labels(data["train"], problem_type=data_args.problem_type,
+                                             label_separator=data_args.label_separator)
+    else:
+        spec = spec_of_model(model_args.model_name_or_path)
     for split in ("validation", "test"):
         if data[split] is not None:
             data[split], _ = prepare_labels(data[split], problem_type=spec.problem_type, label_names=spec.names,
                                             label_separator=data_args.label_separator)
     predict_data = None
     if data_args.predict_dataset:
-        predict_data = _load(data_args.predict_dataset, None, data_args)
+        predict_data = _load(data_args.predict_dataset, None, data_args, labelled=False)
         if "label" in predict_data.column_names:
             predict_data, _ = prepare_labels(predict_data, problem_type=spec.problem_type, label_names=spec.names,
                                              label_separator=data_args.label_separator)
@@ -796,7 +811,7 @@ def main(argv: list[str] | None = None) -> dict:
     resuming = not data_args.overwrite_output_dir and is_resumable_run(output_dir, fingerprint)
     refuse_non_empty_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, resuming=resuming)
     output_dir.mkdir(parents=True, exist_ok=True)
-    summary = data_summary(data["train"], spec, data_args.group_column)
+    summary = data_summary(data["train"], spec, data_args.group_column) if data["train"] is not None else {}
     for split in ("validation", "test"):
         if data[split] is not None:
             summary[f"{split}_counts"] = label_counts(data[split], spec)
@@ -804,7 +819,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = plan_runs(data_args, training_args, spec, data)
     if training_args.process_index == 0:
         write_json(output_dir / RUN_CONFIG, {"arguments": fingerprint,
-                                              "model_selection": SELECTION_LABELS[data_args.model_selection]})
+                                              "model_selection": SELECTION_LABELS[selection_of(data_args, training_args)]})
         write_json(output_dir / "data_summary.json", summary)
 
     results = {}

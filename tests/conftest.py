@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from ctal_hf import CTALConfig, CTALForPreTraining, train_ctal_tokenizer
+from ctal_hf.create import processor_for_config
+
 
 @pytest.fixture
 def folder_digest():
@@ -89,3 +92,20 @@ def iemocap_tree(tmp_path_factory):
     it."""
     root = tmp_path_factory.mktemp("iemocap")
     return root, write_iemocap_tree(root)
+
+
+TINY_CTAL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 64, "max_audio_frames": 800}
+
+
+@pytest.fixture(scope="session")
+def tiny_ctal_checkpoint(iemocap_tree, tmp_path_factory):
+    """A tiny CTAL folder as pre-training leaves it (random weights, a tokenizer trained on the IEMOCAP tree's
+    transcripts), to fine-tune in end-to-end tests."""
+    texts = [value["text"] for value in iemocap_tree[1].values()]
+    tokenizer = train_ctal_tokenizer(texts * 10, vocab_size=300)
+    config = CTALConfig(vocab_size=len(tokenizer), **TINY_CTAL)
+    folder = tmp_path_factory.mktemp("tiny-ctal")
+    CTALForPreTraining(config).save_pretrained(folder)
+    processor_for_config(tokenizer, config).save_pretrained(folder)
+    return folder

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoProcessor
 
-from ctal_hf import CTALConfig, CTALForPreTraining, CTALForSequenceClassification, train_ctal_tokenizer
-from ctal_hf.create import processor_for_config
+from ctal_hf import CTALForSequenceClassification
 from ctal_hf.data.iemocap import load_iemocap_folder
 
 
@@ -19,8 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 import run_classification  # noqa: E402
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-        "max_position_embeddings": 64, "max_audio_frames": 800}
 # A few steps per fold; evaluation and saving on the same steps so the best checkpoint can be kept.
 FAST = ["--max_steps", "2", "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2",
         "--save_steps", "2", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
@@ -30,15 +27,8 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 
 
 @pytest.fixture(scope="module")
-def checkpoint(iemocap_tree, tmp_path_factory):
-    """A tiny 'pre-trained' CTAL folder (random weights, a tokenizer trained on the tree's transcripts)."""
-    texts = list(load_iemocap_folder(iemocap_tree[0], label_map=None)["text"])
-    tokenizer = train_ctal_tokenizer(texts * 10, vocab_size=300)
-    config = CTALConfig(vocab_size=len(tokenizer), **TINY)
-    folder = tmp_path_factory.mktemp("tiny-ctal")
-    CTALForPreTraining(config).save_pretrained(folder)
-    processor_for_config(tokenizer, config).save_pretrained(folder)
-    return folder
+def checkpoint(tiny_ctal_checkpoint):
+    return tiny_ctal_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +130,6 @@ def test_evaluating_a_fine_tuned_fold_reproduces_its_predictions(sweep, iemocap_
     results = run_classification.main([
         "--model_name_or_path", str(fold), "--dataset", str(iemocap_tree[0]), "--test_split", "Session2",
         "--do_train", "false", "--do_predict", "--output_dir", str(tmp_path / "eval"), "--report_to", "none",
-        "--eval_strategy", "no", "--load_best_model_at_end", "false",
     ])
     again = pd.read_csv(tmp_path / "eval" / "predict_results.tsv", sep="\t")
     original = pd.read_csv(fold / "predict_results.tsv", sep="\t")
@@ -148,6 +137,8 @@ def test_evaluating_a_fine_tuned_fold_reproduces_its_predictions(sweep, iemocap_
     assert again["prediction"].tolist() == original["prediction"].tolist()
     np.testing.assert_allclose(again.filter(like="score_"), original.filter(like="score_"), atol=1e-5)
     assert results["test"]["ua"] == pytest.approx(json.loads((fold / "results.json").read_text())["test"]["ua"])
+    assert results["model_selection"] == run_classification.SELECTION_LABELS["given"]
+    assert not (tmp_path / "eval" / "model.safetensors").exists()
 
 
 def test_authors_protocol_is_labelled_in_every_output(iemocap_tree, checkpoint, tmp_path):

@@ -423,7 +423,7 @@ def load_processor(name: str, config):
     vocab.json + merges.txt), completed with the feature extractor of `config`."""
     folder = Path(name)
     saved = any((folder / file).is_file() for file in ("processor_config.json", "preprocessor_config.json"))
-    if config.model_type == "ctal" and not saved:
+    if config.model_type == "ctal" and folder.is_dir() and not saved:
         return build_processor(folder, config)
     return AutoProcessor.from_pretrained(name)
 

@@ -56,10 +56,14 @@ def test_classification_matches_sklearn_on_random_data():
     assert result["weighted_f1"] == pytest.approx(skm.f1_score(references, predictions, average="weighted"))
 
 
-def test_absent_class_counts_in_ua_when_named():
-    # Class 2 never occurs: with names it still counts (recall 0), without names only seen classes count.
-    assert classification_metrics([0, 1], [0, 1], ["a", "b", "c"])["ua"] == pytest.approx(2 / 3)
-    assert classification_metrics([0, 1], [0, 1])["ua"] == 1.0
+def test_classes_absent_from_the_references_have_no_recall():
+    # Class 2 never occurs: it has no recall and UA averages the classes present, as balanced accuracy does.
+    result = classification_metrics([0, 1, 2, 0], [0, 1, 1, 0], ["a", "b", "c"])
+    assert np.isnan(result["recall_c"]) and result["recall_b"] == 0.5
+    assert result["ua"] == pytest.approx(skm.balanced_accuracy_score([0, 1, 1, 0], [0, 1, 2, 0]))
+    # A one-speaker validation set may hold one class only: UA is then its recall, not half of it.
+    assert classification_metrics([0, 0, 1], [0, 0, 0], ["a", "b"])["ua"] == pytest.approx(2 / 3)
+    assert result["macro_f1"] == pytest.approx(skm.f1_score([0, 1, 1, 0], [0, 1, 2, 0], average="macro"))
     with pytest.raises(ValueError, match="outside the 2 label names"):
         classification_metrics([0, 2], [0, 1], ["a", "b"])
 
@@ -161,6 +165,6 @@ def test_trainer_hook_per_problem_type(problem_type, logits, labels, expected):
     embeddings = np.zeros((2, 4))
     # Models that return embeddings too give a tuple; the logits come first.
     for predictions in (np.array(logits), (np.array(logits), embeddings)):
-        assert hook(EvalPrediction(predictions=predictions, label_ids=np.array(labels))) == pytest.approx(expected)
+        assert hook(EvalPrediction(predictions=predictions, label_ids=np.array(labels))) == pytest.approx(expected, nan_ok=True)
     with pytest.raises(ValueError, match="Unknown problem_type"):
         compute_metrics_for("ranking")

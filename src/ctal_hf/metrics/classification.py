@@ -4,8 +4,9 @@ The one definition of each metric that the scripts, the `Trainer` hook and the t
 NumPy and SciPy:
 
 - classification (IEMOCAP, paper Table 1): WA = accuracy over all utterances; UA = the mean over classes of the
-  per-class recall (`recall_score(average="macro")`, i.e. balanced accuracy); macro and weighted F1; per-class
-  recall; the confusion matrix (rows: true class, columns: predicted class);
+  per-class recall (`recall_score(average="macro")`, i.e. `balanced_accuracy_score`: over the classes present in the
+  references); macro and weighted F1; per-class recall; the confusion matrix (rows: true class, columns: predicted
+  class);
 - sentiment (CMU-MOSEI, paper Table 2, in the conventions of MulT and MMSA): MAE and Pearson correlation over all
   samples; Acc2 and weighted F1 in both conventions that papers mix, "has0" (negative < 0 vs non-negative >= 0,
   all samples) and "non0" (only samples whose truth is not 0, positive > 0 vs negative < 0); Acc5 and Acc7 (clip to
@@ -72,11 +73,11 @@ def classification_metrics(predictions, references, label_names: Sequence[str] |
         predictions: predicted class ids `(num_samples,)`.
         references: true class ids `(num_samples,)`.
         label_names: the name of each class id; the per-class recalls are keyed `recall_<name>` (default: the id).
-            With names, every class is counted in the macro averages even when it is absent from the references
-            (its recall is then 0, as scikit-learn defines it with `zero_division=0`).
 
     Returns:
-        `{"wa", "ua", "macro_f1", "weighted_f1", "recall_<class>", ...}` as floats in [0, 1].
+        `{"wa", "ua", "macro_f1", "weighted_f1", "recall_<class>", ...}` as floats in [0, 1]. A class absent from the
+        references has no recall: its `recall_<class>` is NaN and UA averages the classes present (a validation set
+        of one speaker may hold one class only). Macro F1 averages the classes present in references or predictions.
     """
     predictions, references = _as_1d(predictions, "predictions", np.int64), _as_1d(references, "references", np.int64)
     _check_lengths(predictions, references)
@@ -89,12 +90,14 @@ def classification_metrics(predictions, references, label_names: Sequence[str] |
     else:
         labels = np.unique(np.concatenate([predictions, references]))
         names = [str(label) for label in labels]
-    recalls = skm.recall_score(references, predictions, labels=labels, average=None, zero_division=0)
+    present = np.isin(labels, references)
+    recalls = np.where(present, skm.recall_score(references, predictions, labels=labels, average=None, zero_division=0),
+                       np.nan)
     return {
         "wa": float(skm.accuracy_score(references, predictions)),
-        "ua": float(np.mean(recalls)),
-        "macro_f1": float(skm.f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(skm.f1_score(references, predictions, labels=labels, average="weighted", zero_division=0)),
+        "ua": float(np.nanmean(recalls)),
+        "macro_f1": float(skm.f1_score(references, predictions, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(references, predictions, average="weighted", zero_division=0)),
         **{f"recall_{name}": float(recall) for name, recall in zip(names, recalls)},
     }
 

@@ -775,6 +775,10 @@ def main(argv: list[str] | None = None) -> dict:
         except ImportError:
             raise ImportError("The confusion-matrix PNGs need matplotlib: pip install 'ctal_hf[examples]' (or pass "
                               "--plot_confusion_matrix false).") from None
+    output_dir = Path(training_args.output_dir)
+    fingerprint = run_fingerprint(model_args, data_args, training_args)
+    resuming = not data_args.overwrite_output_dir and is_resumable_run(output_dir, fingerprint)
+    refuse_non_empty_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, resuming=resuming)
     if data_args.model_selection == "test":
         logger.warning("--model_selection test: checkpoints are selected on the TEST data, as the authors' code did. "
                        "The test metrics are optimistic; every output of this run says so.")
@@ -806,10 +810,6 @@ def main(argv: list[str] | None = None) -> dict:
         training_args.metric_for_best_model = default_metric_for_best_model(spec.problem_type)[0]
     training_args.greater_is_better = training_args.metric_for_best_model.removeprefix("eval_") not in LOWER_IS_BETTER
 
-    output_dir = Path(training_args.output_dir)
-    fingerprint = run_fingerprint(model_args, data_args, training_args)
-    resuming = not data_args.overwrite_output_dir and is_resumable_run(output_dir, fingerprint)
-    refuse_non_empty_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, resuming=resuming)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = data_summary(data["train"], spec, data_args.group_column) if data["train"] is not None else {}
     for split in ("validation", "test"):

@@ -170,9 +170,12 @@ def test_sentiment_regression_from_a_manifest_with_random_weights(iemocap_tree, 
     pd.DataFrame(rows).to_csv(tmp_path / "mosei.csv", index=False)
     pd.DataFrame(rows[:5]).drop(columns=["sentiment", "split"]).to_json(tmp_path / "new.jsonl", orient="records", lines=True)
     output_dir = tmp_path / "mosei"
+    output_dir.mkdir()
+    (output_dir / "old-notes.txt").write_text("a previous run")  # written over only with --overwrite_output_dir
     run_classification.main(["--config_name", str(checkpoint), "--dataset", str(tmp_path / "mosei.csv"),
                              "--train_split", "train", "--eval_split", "valid", "--test_split", "test", "--do_predict",
-                             "--predict_dataset", str(tmp_path / "new.jsonl"), "--output_dir", str(output_dir), *FAST])
+                             "--predict_dataset", str(tmp_path / "new.jsonl"), "--output_dir", str(output_dir),
+                             "--overwrite_output_dir", *FAST])
     test = json.loads((output_dir / "test_results.json").read_text())
     assert {"test_mae", "test_pearson", "test_acc2_has0", "test_acc2_non0", "test_f1_has0", "test_f1_non0",
             "test_acc5", "test_acc7"} <= set(test)

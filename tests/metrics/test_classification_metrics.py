@@ -60,7 +60,7 @@ def test_classes_absent_from_the_references_have_no_recall():
     # Class 2 never occurs: it has no recall and UA averages the classes present, as balanced accuracy does.
     result = classification_metrics([0, 1, 2, 0], [0, 1, 1, 0], ["a", "b", "c"])
     assert np.isnan(result["recall_c"]) and result["recall_b"] == 0.5
-    assert result["ua"] == pytest.approx(skm.balanced_accuracy_score([0, 1, 1, 0], [0, 1, 2, 0]))
+    assert result["ua"] == pytest.approx((1 + 0.5) / 2)  # as balanced_accuracy_score, which warns about class 2
     # A one-speaker validation set may hold one class only: UA is then its recall, not half of it.
     assert classification_metrics([0, 0, 1], [0, 0, 0], ["a", "b"])["ua"] == pytest.approx(2 / 3)
     assert result["macro_f1"] == pytest.approx(skm.f1_score([0, 1, 1, 0], [0, 1, 2, 0], average="macro"))

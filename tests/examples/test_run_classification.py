@@ -212,7 +212,8 @@ def test_bad_arguments_fail_before_any_work(tmp_path, extra, error):
 def test_pretraining_helps_on_the_demo_transitivity_task(tmp_path):
     """The README's learning check: the `make demo` pre-training recipe, then the same fine-tuning recipe from the
     pre-trained model and from random weights on the demo transitivity task (test verbs and objects unseen in
-    fine-tuning). Measured (seeds 0-2): pre-trained test UA 0.78-0.95, random weights 0.56-0.64; chance 0.5."""
+    fine-tuning), three seeds each. Measured: pre-trained test UA 0.932 / 0.983 / 0.682 (mean 0.866), random weights
+    0.517 / 0.630 / 0.636 (mean 0.594); chance 0.5. One seed can come out close, so the means are compared."""
     pytest.importorskip("espeakng_loader")
     import run_pretraining
 
@@ -232,10 +233,13 @@ def test_pretraining_helps_on_the_demo_transitivity_task(tmp_path):
     task = build_transitivity_task(tmp_path / "corpus")
     recipe = ["--dataset", str(task), "--train_split", "train", "--eval_split", "validation", "--test_split", "test",
               "--learning_rate", "5e-4", "--num_train_epochs", "6", "--per_device_train_batch_size", "8",
-              "--class_weights", "balanced", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true"]
-    scores = {}
-    for series, model in (("pre-trained", "--model_name_or_path"), ("random", "--config_name")):
-        results = run_classification.main([*recipe, model, str(pretrained), "--output_dir", str(tmp_path / series)])
-        scores[series] = results["test"]["ua"]
-    assert scores["pre-trained"] >= 0.7, scores
-    assert scores["pre-trained"] >= scores["random"] + 0.1, scores
+              "--class_weights", "balanced", "--report_to", "none", "--disable_tqdm", "true"]
+    scores = {"pre-trained": [], "random": []}
+    for seed in ("0", "1", "2"):
+        for series, model in (("pre-trained", "--model_name_or_path"), ("random", "--config_name")):
+            results = run_classification.main([*recipe, "--seed", seed, model, str(pretrained),
+                                               "--output_dir", str(tmp_path / f"{series}-{seed}")])
+            scores[series].append(results["test"]["ua"])
+    means = {series: float(np.mean(values)) for series, values in scores.items()}
+    assert means["pre-trained"] >= 0.7, scores
+    assert means["pre-trained"] >= means["random"] + 0.1, scores

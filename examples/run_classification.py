@@ -41,10 +41,9 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy
 
 import ctal_hf  # noqa: F401  (registers the CTAL classes with the Auto classes)
-from ctal_hf.create import build_processor
 from ctal_hf.data.labelled import DataCollatorForAudioTextClassification, LabelSpec, prepare_labels
 from ctal_hf.data.sources import load_speech_dataset
 from ctal_hf.metrics import (
@@ -58,6 +57,9 @@ from ctal_hf.metrics import (
     sentiment_metrics,
 )
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
+from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer
+from ctal_hf.output_dir import check_output_dir, latest_checkpoint, remove_checkpoints, resolve_resume_checkpoint
 from ctal_hf.training.cross_validation import (
     VALIDATION_SPLITS,
     leave_one_group_out,
@@ -286,15 +288,6 @@ def is_resumable_run(output_dir: Path, fingerprint: dict) -> bool:
     return True
 
 
-def refuse_non_empty_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool) -> None:
-    """No silent writes into a folder that holds other results: a non-empty `output_dir` needs
-    `--overwrite_output_dir`, unless it is this run's own folder being resumed."""
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not (overwrite or resuming):
-        raise FileExistsError(
-            f"--output_dir {output_dir} is not empty. Use a new folder, or pass --overwrite_output_dir to write into it."
-        )
-
-
 # ---------------------------------------------------------------------------------------------------- data
 
 
@@ -424,14 +417,14 @@ def load_processor(name: str, config):
     folder = Path(name)
     saved = any((folder / file).is_file() for file in ("processor_config.json", "preprocessor_config.json"))
     if config.model_type == "ctal" and folder.is_dir() and not saved:
-        return build_processor(folder, config)
+        return processor_for_config(load_tokenizer(folder), config)
     return AutoProcessor.from_pretrained(name)
 
 
-def build_model(model_args: ModelArguments, spec: LabelSpec, task: str):
+def build_model(model_args: ModelArguments, spec: LabelSpec):
     """(model, processor, base model name): the checkpoint with a classification head for `spec`, or random weights of
     `--config_name`."""
-    labels = {"num_labels": spec.num_labels, "problem_type": spec.problem_type, "finetuning_task": task}
+    labels = {"num_labels": spec.num_labels, "problem_type": spec.problem_type}
     if spec.names is not None:
         labels.update(id2label=spec.id2label, label2id=spec.label2id)
     name = model_args.model_name_or_path or model_args.config_name
@@ -606,14 +599,17 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
         logger.warning("Fold %s: selecting the checkpoint on the TEST data (authors' protocol); its test metrics are "
                        "optimistic.", run.name or "run")
     if overwrite and run.name is not None and run.output_dir.exists():
-        shutil.rmtree(run.output_dir)
+        shutil.rmtree(run.output_dir)  # a fold folder of this script's previous sweep
+    elif overwrite and run.output_dir.exists():
+        removed = remove_checkpoints(run.output_dir)  # a resumed run must not pick up the old run's checkpoints
+        if removed:
+            logger.info("--overwrite_output_dir: deleted the previous run's %s", ", ".join(removed))
     run.output_dir.mkdir(parents=True, exist_ok=True)
     training_args.output_dir = str(run.output_dir)
     set_seed(training_args.seed)  # every fold starts alike, so a resumed sweep equals an uninterrupted one
 
-    task = "audio-text-classification"
     if training_args.do_train:
-        model, processor, base_model = build_model(model_args, spec, task)
+        model, processor, base_model = build_model(model_args, spec)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path)
         processor = load_processor(model_args.processor_name or model_args.model_name_or_path, model.config)
@@ -657,10 +653,10 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
         if checkpoint is None and not overwrite:
-            checkpoint = get_last_checkpoint(run.output_dir)
+            checkpoint = latest_checkpoint(run.output_dir)  # an interrupted run continues from its last complete save
             if checkpoint:
                 logger.info("Resuming fold %s from %s", run.name or "run", checkpoint)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", labelled(train_result.metrics, selection))
@@ -777,8 +773,15 @@ def main(argv: list[str] | None = None) -> dict:
                               "--plot_confusion_matrix false).") from None
     output_dir = Path(training_args.output_dir)
     fingerprint = run_fingerprint(model_args, data_args, training_args)
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    training_args.resume_from_checkpoint = str(resume) if resume else None
     resuming = not data_args.overwrite_output_dir and is_resumable_run(output_dir, fingerprint)
-    refuse_non_empty_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, resuming=resuming)
+    if not resuming:  # this run's own folder may hold its finished folds; any other non-empty folder is refused
+        check_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir",
+                         resume_from=resume, resume_option="--resume_from_checkpoint", inputs=[("--model_name_or_path", model_args.model_name_or_path),
+                                 ("--config_name", model_args.config_name),
+                                 ("--processor_name", model_args.processor_name), ("--dataset", data_args.dataset),
+                                 ("--predict_dataset", data_args.predict_dataset)])
     if data_args.model_selection == "test":
         logger.warning("--model_selection test: checkpoints are selected on the TEST data, as the authors' code did. "
                        "The test metrics are optimistic; every output of this run says so.")

@@ -1,14 +1,17 @@
 """Fixtures shared by the test folders."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
 from ctal_hf import CTALConfig, CTALForPreTraining, train_ctal_tokenizer
-from ctal_hf.create import processor_for_config
+from ctal_hf.models.ctal.processing_ctal import processor_for_config
 
 
 @pytest.fixture
@@ -86,6 +89,12 @@ def write_iemocap_tree(root: Path, sessions: int = 5, utterances_per_dialog: int
     return expected
 
 
+@pytest.fixture
+def make_iemocap_tree():
+    """`write_iemocap_tree`, for tests that build their own tree."""
+    return write_iemocap_tree
+
+
 @pytest.fixture(scope="session")
 def iemocap_tree(tmp_path_factory):
     """`(root, expected)` of a 5-session IEMOCAP tree (see `write_iemocap_tree`), shared by the tests that only read
@@ -108,4 +117,34 @@ def tiny_ctal_checkpoint(iemocap_tree, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-ctal")
     CTALForPreTraining(config).save_pretrained(folder)
     processor_for_config(tokenizer, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def asr_dir(tmp_path_factory):
+    """A tiny randomly initialised wav2vec2 CTC recogniser at 8 kHz (so the pipeline must resample for it), whose
+    blank token is suppressed so that every frame emits a letter and the transcript is never empty."""
+    folder = tmp_path_factory.mktemp("asr")
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{letter: 3 + k for k, letter in enumerate("abcdefghij")}}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|").save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=8000).save_pretrained(folder)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(config)
+    with torch.no_grad():
+        model.lm_head.bias[0] = -1e4
+    model.save_pretrained(folder)
     return folder

@@ -71,10 +71,8 @@ def test_sessions_speakers_and_split_selection(iemocap_tree):
         load_speech_dataset(root, split="Session9")
 
 
-def test_missing_transcript_or_audio_is_an_error_or_skipped(tmp_path):
-    from conftest import write_iemocap_tree
-
-    expected = write_iemocap_tree(tmp_path, sessions=1)
+def test_missing_transcript_or_audio_is_an_error_or_skipped(tmp_path, make_iemocap_tree):
+    expected = make_iemocap_tree(tmp_path, sessions=1)
     expected["Ses01F_impro01_F000"]["path"].unlink()
     with pytest.raises(FileNotFoundError, match="1 utterances without an audio file \\(e.g. Ses01F_impro01_F000\\)"):
         load_iemocap_folder(tmp_path)

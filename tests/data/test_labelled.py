@@ -103,5 +103,5 @@ def test_collator_decodes_audio_calls_the_processor_and_adds_labels(tmp_path):
     assert multi["labels"].shape == (1, 2)
     unlabelled = DataCollatorForAudioTextClassification(processor)([{"audio": rows[1]["audio"], "text": "x"}])
     assert "labels" not in unlabelled
-    with pytest.raises(ValueError, match="have no transcript"):
+    with pytest.raises(ValueError, match="1 transcript empty or not text: row u1 \\(missing\\)"):
         DataCollatorForAudioTextClassification(processor)([{"audio": rows[1]["audio"], "text": None, "id": "u1"}])

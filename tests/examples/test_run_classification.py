@@ -113,6 +113,40 @@ def test_fold_outputs_follow_transformers_conventions(sweep):
     assert json.loads((fold / "trainer_state.json").read_text())["best_metric"] is not None
 
 
+def test_the_pipeline_predicts_what_the_script_predicted(sweep, iemocap_tree, asr_dir, tmp_path):
+    """`pipeline("audio-text-classification")` on a fold's model gives the labels and scores of its
+    predict_results.tsv; with a speech recogniser instead of transcripts, it gives what the script predicts from a
+    manifest holding that recogniser's transcripts."""
+    from transformers import pipeline
+
+    from ctal_hf import load_audio
+
+    _, expected = iemocap_tree
+    fold = sweep[0] / "fold-Session3"
+    predictions = pd.read_csv(fold / "predict_results.tsv", sep="\t")
+    inputs = [{"audio": str(expected[i]["path"]), "text": expected[i]["text"]} for i in predictions["id"]]
+    classifier = pipeline("audio-text-classification", model=str(fold), device="cpu")
+    results = classifier(inputs, batch_size=4, top_k=None)
+    assert [result[0]["label"] for result in results] == predictions["prediction"].tolist()
+    for result, (_, row) in zip(results, predictions.iterrows()):
+        assert {entry["label"]: entry["score"] for entry in result} == pytest.approx(
+            {name: row[f"score_{name}"] for name in ("angry", "happy", "neutral", "sad")}, abs=1e-5)
+
+    asr = pipeline("automatic-speech-recognition", model=str(asr_dir), device="cpu")
+    heard = [asr({"raw": load_audio(item["audio"], 8000).astype(np.float32), "sampling_rate": 8000})["text"].strip()
+             for item in inputs]
+    manifest = tmp_path / "asr.jsonl"
+    pd.DataFrame({"audio": [item["audio"] for item in inputs], "text": heard,
+                  "id": predictions["id"]}).to_json(manifest, orient="records", lines=True)
+    run_classification.main(["--model_name_or_path", str(fold), "--dataset", str(manifest), "--predict_dataset",
+                             str(manifest), "--do_train", "false", "--do_predict", "--report_to", "none",
+                             "--output_dir", str(tmp_path / "asr-run")])
+    from_asr = pd.read_csv(tmp_path / "asr-run" / "predict_results.tsv", sep="\t")
+    routed = classifier([{"audio": item["audio"]} for item in inputs], batch_size=4, asr_model=asr)
+    assert [result["transcript"] for result in routed] == heard
+    assert [result["scores"][0]["label"] for result in routed] == from_asr["prediction"].tolist()
+
+
 def test_changed_arguments_or_foreign_folders_are_refused(sweep, iemocap_tree, checkpoint, tmp_path):
     output_dir, _ = sweep
     with pytest.raises(ValueError, match="holds a run with other arguments \\(learning_rate: 0.001 -> 0.002\\)"):
@@ -120,7 +154,7 @@ def test_changed_arguments_or_foreign_folders_are_refused(sweep, iemocap_tree, c
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="is not empty"):
+    with pytest.raises(FileExistsError, match="is not empty: it holds 1 other entry \\(notes.txt\\)"):
         run_classification.main(sweep_args(iemocap_tree[0], checkpoint, foreign))
 
 
@@ -188,6 +222,48 @@ def test_sentiment_regression_from_a_manifest_with_random_weights(iemocap_tree, 
     assert predictions["prediction"].dtype == float
     assert "randomly initialised" in (output_dir / "README.md").read_text()
     assert not (output_dir / "confusion_matrix.png").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_cma_checkpoint(tmp_path_factory):
+    """A tiny AudioTextCMA folder (random wav2vec 2.0 and BERT encoders, a WordPiece vocabulary of the tree's words):
+    the second model family, which must train through the same script."""
+    from transformers import BertConfig, BertTokenizer, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+    from ctal_hf import AudioTextCMAConfig, AudioTextCMAForSequenceClassification, AudioTextCMAProcessor
+    from conftest import IEMOCAP_WORDS
+
+    folder = tmp_path_factory.mktemp("tiny-cma")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *IEMOCAP_WORDS, "."]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    speech = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                            do_stable_layer_norm=True, conv_bias=True, conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3),
+                            conv_stride=(5, 2, 2), mask_time_prob=0.0, vocab_size=10)
+    text = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      intermediate_size=37, max_position_embeddings=64)
+    config = AudioTextCMAConfig(audio_config=speech, text_config=text, hidden_size=16, conv_dim=(16, 16),
+                                num_attention_heads=4, intermediate_size=16, num_labels=4)
+    AudioTextCMAForSequenceClassification(config).save_pretrained(folder)
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), model_max_length=32)
+    AudioTextCMAProcessor(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_the_second_model_family_trains_through_the_same_script(iemocap_tree, tiny_cma_checkpoint, tmp_path):
+    from ctal_hf import AudioTextCMAForSequenceClassification
+
+    output_dir = tmp_path / "cma"
+    summary = run_classification.main(sweep_args(iemocap_tree[0], tiny_cma_checkpoint, output_dir, "--folds",
+                                                 "Session2", "--class_weights", "balanced"))
+    assert summary["folds_finished"] == ["Session2"] and 0 <= summary["folds"]["Session2"]["ua"] <= 1
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir / "fold-Session2")
+    assert isinstance(model, AudioTextCMAForSequenceClassification)
+    assert model.config.id2label == {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
+    assert len(pd.read_csv(output_dir / "fold-Session2" / "predict_results.tsv", sep="\t")) == 20
+    with pytest.raises(ValueError, match="has no orthogonal loss"):
+        run_classification.main(sweep_args(iemocap_tree[0], tiny_cma_checkpoint, tmp_path / "ortho", "--folds",
+                                           "Session2", "--orthogonal_loss_weight", "0"))
 
 
 @pytest.mark.parametrize(

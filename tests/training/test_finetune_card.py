@@ -34,7 +34,8 @@ def test_card_states_task_data_protocol_and_test_metrics():
     assert "| train | 3 | 1 | 4 |" in body and "| test | 1 | 0 | 1 |" in body
     assert "- leave-one-group-out cross-validation over `session`" in body
     assert "| ua | 0.6100 | 0.5800 |" in body
-    assert 'from_pretrained("outputs/iemocap/fold-Session1")' in body and "id2label" in body
+    assert 'pipeline("audio-text-classification", model="outputs/iemocap/fold-Session1")' in body
+    assert "@inproceedings{li-etal-2021-ctal" in body
     assert TEST_SELECTION_WARNING not in body
 
 
@@ -48,4 +49,4 @@ def test_test_selection_is_announced_and_kept_out_of_the_metadata():
 def test_random_weights_and_regression():
     _, body = split(render(base_model=None, problem_type="regression", label_names=None, results={}))
     assert "trained from **randomly initialised** weights" in body
-    assert "One score per utterance" in body and "print(logits)" in body
+    assert "One score per utterance" in body and "## Results" not in body

@@ -28,6 +28,7 @@ from transformers.utils import logging
 
 from ..audio import load_audio
 from ..metrics import PROBLEM_TYPES
+from ..transcripts import check_transcripts
 
 
 logger = logging.get_logger(__name__)
@@ -201,10 +202,7 @@ class DataCollatorForAudioTextClassification:
                 raise ValueError("The processor has no feature_extractor.sampling_rate; pass sampling_rate explicitly.")
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        missing_text = [row.get("id", index) for index, row in enumerate(rows) if not isinstance(row.get("text"), str)]
-        if missing_text:
-            raise ValueError(f"Rows {missing_text[:5]} have no transcript: audio + text models need the text of each "
-                             "utterance (a human or ASR transcript).")
+        check_transcripts([row.get("text") for row in rows], name=lambda index: f"row {rows[index].get('id', index)}")
         waveforms = [load_audio(row["audio"], self.sampling_rate) for row in rows]
         batch = dict(
             self.processor(

@@ -181,7 +181,9 @@ def read_manifest(
         absent = [column for column in (names or {}).values() if column not in header]
         if absent:
             raise ValueError(f"{source} has no {absent[0]!r} column (columns: {list(header)}); {COLUMN_HINT}")
-        as_string = [*mapping.values(), *(column for column in header if column.lower() == "id")]
+        # Only these: labels, scores and speaker numbers keep the type pandas reads (a float score stays a float).
+        as_string = [mapping[name] for name in ("audio", "text") if name in mapping]
+        as_string += [column for column in header if column.lower() == "id"]
         frame = pd.read_csv(
             path, sep=separator, dtype={column: str for column in as_string}, keep_default_na=False, na_values=[""]
         )

@@ -225,16 +225,16 @@ def test_sentiment_regression_from_a_manifest_with_random_weights(iemocap_tree, 
 
 
 @pytest.fixture(scope="module")
-def tiny_cma_checkpoint(tmp_path_factory):
+def tiny_cma_checkpoint(iemocap_tree, tmp_path_factory):
     """A tiny AudioTextCMA folder (random wav2vec 2.0 and BERT encoders, a WordPiece vocabulary of the tree's words):
     the second model family, which must train through the same script."""
     from transformers import BertConfig, BertTokenizer, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
     from ctal_hf import AudioTextCMAConfig, AudioTextCMAForSequenceClassification, AudioTextCMAProcessor
-    from conftest import IEMOCAP_WORDS
 
     folder = tmp_path_factory.mktemp("tiny-cma")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *IEMOCAP_WORDS, "."]
+    words = sorted({word.strip(".").lower() for value in iemocap_tree[1].values() for word in value["text"].split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "."]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     speech = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",

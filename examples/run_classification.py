@@ -43,23 +43,22 @@ from transformers import (
 )
 from transformers.trainer_utils import IntervalStrategy
 
-import ctal_hf  # noqa: F401  (registers the CTAL classes with the Auto classes)
+import ctal_hf  # noqa: F401  (registers both model families with the Auto classes)
 from ctal_hf.data.labelled import DataCollatorForAudioTextClassification, LabelSpec, prepare_labels
 from ctal_hf.data.sources import load_speech_dataset
 from ctal_hf.metrics import (
     PROBLEM_TYPES,
-    classification_metrics,
     compute_metrics_for,
     confusion_matrix,
     default_metric_for_best_model,
-    multilabel_metrics,
     predictions_from_logits,
-    sentiment_metrics,
+    task_metrics,
 )
 from ctal_hf.models.ctal.configuration_ctal import CTAL_PRESETS, CTALConfig
 from ctal_hf.models.ctal.processing_ctal import processor_for_config
 from ctal_hf.models.ctal.tokenization_ctal import load_tokenizer
 from ctal_hf.output_dir import check_output_dir, latest_checkpoint, remove_checkpoints, resolve_resume_checkpoint
+from ctal_hf.pipelines.audio_text_classification import scores_from_logits
 from ctal_hf.training.cross_validation import (
     VALIDATION_SPLITS,
     leave_one_group_out,
@@ -489,17 +488,10 @@ def first_output(logits, labels):
 # ------------------------------------------------------------------------------------------------- outputs
 
 
-def metrics_of(problem_type: str, predictions: np.ndarray, references: np.ndarray, names) -> dict[str, float]:
-    if problem_type == "single_label_classification":
-        return classification_metrics(predictions, references, names)
-    if problem_type == "regression":
-        return sentiment_metrics(predictions, references)
-    return multilabel_metrics(predictions, references)
-
-
-def write_predictions(path: Path, ids, logits: np.ndarray, spec: LabelSpec, references, selected_on_test: bool) -> None:
+def write_predictions(path: Path, ids, logits: np.ndarray, spec: LabelSpec, config, references,
+                      selected_on_test: bool) -> None:
     """predict_results.tsv: id, predicted label (or value), reference when known, and one score per class
-    (softmax probabilities; sigmoid for multi-label)."""
+    (softmax probabilities; sigmoid for multi-label), the scores the inference pipeline gives."""
     table = {"id": list(ids)}
     predictions = predictions_from_logits(logits, spec.problem_type)
     if spec.problem_type == "regression":
@@ -515,8 +507,7 @@ def write_predictions(path: Path, ids, logits: np.ndarray, spec: LabelSpec, refe
             references = [";".join(name for name, on in zip(spec.names, row) if on) for row in references]
         table["reference"] = list(references)
     if spec.problem_type != "regression":
-        tensor = torch.from_numpy(np.asarray(logits, dtype=np.float32))
-        scores = tensor.softmax(-1) if spec.problem_type == "single_label_classification" else tensor.sigmoid()
+        scores = scores_from_logits(torch.from_numpy(np.asarray(logits)), config)
         for index, name in enumerate(spec.names):
             table[f"score_{name}"] = scores[:, index].numpy()
     if selected_on_test:
@@ -686,13 +677,13 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
                 plot_confusion_matrix(matrix, spec.names, run.output_dir / "confusion_matrix.png", title)
         if training_args.do_predict and predict_data is None and trainer.is_world_process_zero():
             write_predictions(run.output_dir / "predict_results.tsv", run.test["id"], output.predictions, spec,
-                              references, run.selected_on_test)
+                              trainer.model.config, references, run.selected_on_test)
     if training_args.do_predict and predict_data is not None:
         output = trainer.predict(predict_data, metric_key_prefix="predict")
         references = np.asarray(predict_data["label"]) if "label" in predict_data.column_names else None
         if trainer.is_world_process_zero():
             write_predictions(run.output_dir / "predict_results.tsv", predict_data["id"], output.predictions, spec,
-                              references, run.selected_on_test)
+                              trainer.model.config, references, run.selected_on_test)
     if trainer.is_world_process_zero():
         details = {name: getattr(getattr(training_args, name), "value", getattr(training_args, name))
                    for name in TRAINING_ARGUMENTS if hasattr(training_args, name)}
@@ -732,7 +723,7 @@ def summarize_sweep(output_dir: Path, data_args, spec: LabelSpec, fold_names: li
         predictions = [np.asarray(results["test_predictions"]) for results in finished.values()]
         references = [np.asarray(results["test_references"]) for results in finished.values()]
         predictions, references = np.concatenate(predictions), np.concatenate(references)
-        summary["pooled"] = metrics_of(spec.problem_type, predictions, references, spec.names)
+        summary["pooled"] = task_metrics(spec.problem_type, predictions, references, spec.names)
         if spec.problem_type == "single_label_classification":
             matrix = confusion_matrix(predictions, references, spec.num_labels)
             summary["pooled"]["confusion_matrix"] = matrix.tolist()

@@ -12,6 +12,7 @@ from .classification import (
     multilabel_metrics,
     predictions_from_logits,
     sentiment_metrics,
+    task_metrics,
 )
 from .verification import (
     DEFAULT_P_TARGETS,

@@ -252,6 +252,20 @@ def default_metric_for_best_model(problem_type: str) -> tuple[str, bool]:
     return defaults[problem_type]
 
 
+def task_metrics(
+    problem_type: str, predictions, references, label_names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """The metrics of `problem_type` (`classification_metrics`, `sentiment_metrics` or `multilabel_metrics`) of
+    predictions as `predictions_from_logits` gives them."""
+    if problem_type == "single_label_classification":
+        return classification_metrics(predictions, references, label_names)
+    if problem_type == "regression":
+        return sentiment_metrics(predictions, np.asarray(references).reshape(-1))
+    if problem_type == "multi_label_classification":
+        return multilabel_metrics(predictions, references)
+    raise ValueError(f"Unknown problem_type {problem_type!r}; expected one of {PROBLEM_TYPES}.")
+
+
 def compute_metrics_for(
     problem_type: str, label_names: Sequence[str] | None = None
 ) -> Callable[[object], dict[str, float]]:
@@ -265,11 +279,6 @@ def compute_metrics_for(
         logits = eval_prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         predictions = predictions_from_logits(logits, problem_type)
-        references = np.asarray(eval_prediction.label_ids)
-        if problem_type == "single_label_classification":
-            return classification_metrics(predictions, references, label_names)
-        if problem_type == "regression":
-            return sentiment_metrics(predictions, references.reshape(-1))
-        return multilabel_metrics(predictions, references)
+        return task_metrics(problem_type, predictions, np.asarray(eval_prediction.label_ids), label_names)
 
     return compute_metrics

@@ -288,8 +288,8 @@ def test_bad_arguments_fail_before_any_work(tmp_path, extra, error):
 def test_pretraining_helps_on_the_demo_transitivity_task(tmp_path):
     """The README's learning check: the `make demo` pre-training recipe, then the same fine-tuning recipe from the
     pre-trained model and from random weights on the demo transitivity task (test verbs and objects unseen in
-    fine-tuning), three seeds each. Measured: pre-trained test UA 0.932 / 0.983 / 0.682 (mean 0.866), random weights
-    0.517 / 0.630 / 0.636 (mean 0.594); chance 0.5. One seed can come out close, so the means are compared."""
+    fine-tuning), three seeds each. Measured: pre-trained test UA 0.822 / 0.729 / 0.776 (mean 0.776), random weights
+    0.517 / 0.630 / 0.636 (mean 0.594); chance 0.5. Seeds spread widely, so the means are compared."""
     pytest.importorskip("espeakng_loader")
     import run_pretraining
 

@@ -2,6 +2,7 @@
 sentiment manifest, with a tiny CTAL checkpoint."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -145,6 +146,28 @@ def test_the_pipeline_predicts_what_the_script_predicted(sweep, iemocap_tree, as
     routed = classifier([{"audio": item["audio"]} for item in inputs], batch_size=4, asr_model=asr)
     assert [result["transcript"] for result in routed] == heard
     assert [result["scores"][0]["label"] for result in routed] == from_asr["prediction"].tolist()
+
+
+def test_an_interrupted_fold_continues_from_its_last_checkpoint(iemocap_tree, checkpoint, tmp_path, monkeypatch):
+    output_dir = tmp_path / "interrupted"
+    arguments = sweep_args(iemocap_tree[0], checkpoint, output_dir, "--folds", "Session5", "--max_steps", "4",
+                           "--save_total_limit", "3")  # keep both checkpoints whichever is best
+    run_classification.main(arguments)
+    fold = output_dir / "fold-Session5"
+    # As if the run had stopped after its step-2 save: no results, no final model, no later checkpoint.
+    for name in ("results.json", "model.safetensors"):
+        (fold / name).unlink()
+    for late in fold.glob("checkpoint-4"):
+        shutil.rmtree(late)
+    resumed_from = []
+    train = run_classification.Trainer.train
+    monkeypatch.setattr(run_classification.Trainer, "train",
+                        lambda self, resume_from_checkpoint=None, **kw: resumed_from.append(resume_from_checkpoint)
+                        or train(self, resume_from_checkpoint=resume_from_checkpoint, **kw))
+    run_classification.main(arguments)
+    assert resumed_from == [str(fold / "checkpoint-2")]
+    assert (fold / "results.json").is_file() and (fold / "model.safetensors").is_file()
+    assert json.loads((fold / "trainer_state.json").read_text())["global_step"] == 4
 
 
 def test_changed_arguments_or_foreign_folders_are_refused(sweep, iemocap_tree, checkpoint, tmp_path):

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (output_dir / "data_efficiency.json").write_text(json.dumps(points, indent=2) + "\n")
     for point in points:
         spread = f" +- {point['std']:.4f}" if point["std"] is not None else ""
-        print(f"{point['series']:>18} {100 * point['train_fraction']:5.1f}%  {args.metric} {point['value']:.4f}{spread}")
+        share = 100 * point["train_fraction"]
+        print(f"{point['series']:>18} {share:5.1f}%  {args.metric} {point['value']:.4f}{spread}")
     return points
 
 

@@ -102,7 +102,8 @@ class ModelArguments:
     config_name: str | None = field(
         default=None,
         metadata={"help": "Instead of a checkpoint, RANDOMLY INITIALISED weights of this config (the paper's "
-                  f"'w/o pre-training' baseline): a preset ({', '.join(CTAL_PRESETS)}), a config JSON or a model folder."},
+                  f"'w/o pre-training' baseline): a preset ({', '.join(CTAL_PRESETS)}), a config JSON or a model "
+                  "folder."},
     )
     processor_name: str | None = field(
         default=None,
@@ -113,7 +114,8 @@ class ModelArguments:
     )
     orthogonal_loss_weight: float | None = field(
         default=None,
-        metadata={"help": "Weight of the orthogonal loss (CTAL section 3.3.1; default: the config's, 1.0); 0 turns it off."},
+        metadata={"help": "Weight of the orthogonal loss (CTAL section 3.3.1; default: the config's, 1.0); 0 turns "
+                  "it off."},
     )
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Replace a fine-tuned checkpoint's classifier of another label count."}
@@ -145,12 +147,14 @@ class DataArguments:
                   "the data the folds are made of. Default: the whole source."},
     )
     eval_split: str | None = field(
-        default=None, metadata={"help": "Validation split; default: held out of the training data (--validation_split_by)."}
+        default=None,
+        metadata={"help": "Validation split; default: held out of the training data (--validation_split_by)."},
     )
     test_split: str | None = field(default=None, metadata={"help": "Test split (without cross-validation)."})
     predict_dataset: str | None = field(
         default=None,
-        metadata={"help": "With --do_predict: a manifest / folder of new utterances to predict instead of the test set."},
+        metadata={"help": "With --do_predict: a manifest / folder of new utterances to predict instead of the test "
+                  "set."},
     )
     cross_validation: str = field(
         default="none",
@@ -181,14 +185,17 @@ class DataArguments:
     class_weights: str | None = field(
         default=None, metadata={"help": "'balanced': weight the cross-entropy by n / (classes x class count)."}
     )
-    skip_unreadable: bool = field(default=False, metadata={"help": "Skip (and count) rows whose audio file is missing."})
+    skip_unreadable: bool = field(
+        default=False, metadata={"help": "Skip (and count) rows whose audio file is missing."}
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Write into a non-empty --output_dir, re-running finished folds (their fold folders are "
                   "replaced)."},
     )
     plot_confusion_matrix: bool = field(
-        default=True, metadata={"help": "Write confusion-matrix PNGs (needs matplotlib: pip install 'ctal_hf[examples]')."}
+        default=True,
+        metadata={"help": "Write confusion-matrix PNGs (needs matplotlib: pip install 'ctal_hf[examples]')."},
     )
 
 
@@ -222,7 +229,9 @@ class FineTuningArguments(TrainingArguments):
 # ---------------------------------------------------------------------------------------------- arguments
 
 
-def validate_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: FineTuningArguments) -> None:
+def validate_arguments(
+    model_args: ModelArguments, data_args: DataArguments, training_args: FineTuningArguments
+) -> None:
     """Fails on impossible combinations before any work."""
     if not data_args.dataset:
         raise ValueError("Pass --dataset: a manifest, an IEMOCAP folder, a saved dataset folder or a Hub id.")
@@ -236,7 +245,8 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, tra
                "class_weights": (None, "balanced")}
     for name, allowed in choices.items():
         if getattr(data_args, name) not in allowed:
-            raise ValueError(f"--{name} must be one of {[value for value in allowed if value]}, got {getattr(data_args, name)!r}.")
+            shown = [value for value in allowed if value]
+            raise ValueError(f"--{name} must be one of {shown}, got {getattr(data_args, name)!r}.")
     cross_validation = data_args.cross_validation != "none"
     if cross_validation and (data_args.eval_split or data_args.test_split):
         raise ValueError("With --cross_validation every fold takes its test group and validation from the data; drop "
@@ -255,7 +265,9 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, tra
     if not training_args.do_train and model_args.model_name_or_path is None:
         raise ValueError("--do_train false evaluates a fine-tuned model: pass it with --model_name_or_path.")
     if training_args.do_predict and not (cross_validation or data_args.test_split or data_args.predict_dataset):
-        raise ValueError("--do_predict predicts the test data: pass --test_split, --predict_dataset or --cross_validation.")
+        raise ValueError(
+            "--do_predict predicts the test data: pass --test_split, --predict_dataset or --cross_validation."
+        )
     if data_args.predict_dataset and not training_args.do_predict:
         raise ValueError("--predict_dataset is predicted with --do_predict; pass it too.")
 
@@ -387,7 +399,8 @@ def plan_runs(data_args, training_args, spec: LabelSpec, data: dict[str, dataset
             wanted = [name.strip() for name in data_args.folds.split(",") if name.strip()]
             unknown = sorted(set(wanted) - {fold.name for fold in folds})
             if unknown:
-                raise ValueError(f"--folds {unknown} are not groups of the data; the folds are {[f.name for f in folds]}.")
+                names = [fold.name for fold in folds]
+                raise ValueError(f"--folds {unknown} are not groups of the data; the folds are {names}.")
             folds = [fold for fold in folds if fold.name in wanted]
         runs = []
         for fold in folds:
@@ -459,7 +472,9 @@ def spec_of_model(name: str) -> LabelSpec:
     """The labels a fine-tuned model was trained on (for evaluation without training)."""
     config = AutoConfig.from_pretrained(name)
     problem_type = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")
-    names = None if problem_type == "regression" else tuple(config.id2label[index] for index in range(config.num_labels))
+    if problem_type == "regression":
+        return LabelSpec(problem_type)
+    names = tuple(config.id2label[index] for index in range(config.num_labels))
     return LabelSpec(problem_type, names)
 
 
@@ -561,7 +576,8 @@ def protocol_lines(data_args, training_args, fold: str | None = None) -> list[st
                      f"`{training_args.metric_for_best_model}`")
     lines.append(f"model selection: {SELECTION_LABELS[selection]}")
     if data_args.train_fraction < 1:
-        lines.append(f"trained on a stratified {data_args.train_fraction:.0%} of the training data (seed {training_args.seed})")
+        lines.append(f"trained on a stratified {data_args.train_fraction:.0%} of the training data "
+                     f"(seed {training_args.seed})")
     if data_args.class_weights:
         lines.append(f"class weights: {data_args.class_weights}")
     return lines
@@ -636,7 +652,8 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
             results["label_counts"][split] = label_counts(dataset, spec)
             for column in (data_args.group_column, "speaker_id"):
                 if column in dataset.column_names:
-                    results.setdefault(f"{column}_values", {})[split] = sorted(set(map(str, dataset[column])), key=natural_key)
+                    values = sorted(set(map(str, dataset[column])), key=natural_key)
+                    results.setdefault(f"{column}_values", {})[split] = values
     if trainer.is_world_process_zero():
         write_json(run.output_dir / "data_split.json",
                    {split: list(dataset["id"]) for split, dataset in splits.items() if dataset is not None})
@@ -728,7 +745,8 @@ def summarize_sweep(output_dir: Path, data_args, spec: LabelSpec, fold_names: li
             matrix = confusion_matrix(predictions, references, spec.num_labels)
             summary["pooled"]["confusion_matrix"] = matrix.tolist()
             if data_args.plot_confusion_matrix:
-                title = (f"{len(finished)} folds pooled: WA {summary['pooled']['wa']:.3f}, UA {summary['pooled']['ua']:.3f}"
+                pooled = summary["pooled"]
+                title = (f"{len(finished)} folds pooled: WA {pooled['wa']:.3f}, UA {pooled['ua']:.3f}"
                          f"\nmodel selection: {SELECTION_LABELS[selection]}")
                 plot_confusion_matrix(matrix, spec.names, output_dir / "confusion_matrix_pooled.png", title)
     write_json(output_dir / "cv_results.json", summary)
@@ -769,7 +787,8 @@ def main(argv: list[str] | None = None) -> dict:
     resuming = not data_args.overwrite_output_dir and is_resumable_run(output_dir, fingerprint)
     if not resuming:  # this run's own folder may hold its finished folds; any other non-empty folder is refused
         check_output_dir(output_dir, overwrite=data_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir",
-                         resume_from=resume, resume_option="--resume_from_checkpoint", inputs=[("--model_name_or_path", model_args.model_name_or_path),
+                         resume_from=resume, resume_option="--resume_from_checkpoint",
+                         inputs=[("--model_name_or_path", model_args.model_name_or_path),
                                  ("--config_name", model_args.config_name),
                                  ("--processor_name", model_args.processor_name), ("--dataset", data_args.dataset),
                                  ("--predict_dataset", data_args.predict_dataset)])
@@ -812,8 +831,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("Data: %s", json.dumps(summary, indent=1))
     runs = plan_runs(data_args, training_args, spec, data)
     if training_args.process_index == 0:
-        write_json(output_dir / RUN_CONFIG, {"arguments": fingerprint,
-                                              "model_selection": SELECTION_LABELS[selection_of(data_args, training_args)]})
+        selection = SELECTION_LABELS[selection_of(data_args, training_args)]
+        write_json(output_dir / RUN_CONFIG, {"arguments": fingerprint, "model_selection": selection})
         write_json(output_dir / "data_summary.json", summary)
 
     results = {}

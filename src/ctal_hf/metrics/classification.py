@@ -85,7 +85,9 @@ def classification_metrics(predictions, references, label_names: Sequence[str] |
         labels = np.arange(len(label_names))
         out_of_range = sorted(set(np.concatenate([predictions, references]).tolist()) - set(labels.tolist()))
         if out_of_range:
-            raise ValueError(f"Class ids {out_of_range} are outside the {len(label_names)} label names {list(label_names)}.")
+            raise ValueError(
+                f"Class ids {out_of_range} are outside the {len(label_names)} label names {list(label_names)}."
+            )
         names = list(label_names)
     else:
         labels = np.unique(np.concatenate([predictions, references]))

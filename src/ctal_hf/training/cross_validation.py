@@ -36,7 +36,9 @@ class Fold:
     test: np.ndarray
 
 
-def _draw_validation_groups(indices: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: str) -> np.ndarray:
+def _draw_validation_groups(
+    indices: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: str
+) -> np.ndarray:
     """Whole groups (speakers) for validation: `ceil(fraction * number of groups)` of them, drawn with `seed`."""
     distinct = np.unique(groups[indices])
     if len(distinct) < 2:
@@ -140,7 +142,9 @@ def leave_one_group_out(
     return sorted(folds, key=lambda fold: natural_key(fold.name))
 
 
-def stratified_fraction(indices: Sequence[int], fraction: float, *, labels: Sequence | None = None, seed: int = 0) -> np.ndarray:
+def stratified_fraction(
+    indices: Sequence[int], fraction: float, *, labels: Sequence | None = None, seed: int = 0
+) -> np.ndarray:
     """A seeded share `fraction` of `indices` (for data-efficiency curves, paper Figures 2-3), stratified by `labels`
     (per-row values over the whole dataset) when given; `fraction=1` keeps every row."""
     indices = np.asarray(indices)

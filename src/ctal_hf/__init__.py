@@ -20,6 +20,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .audio import AudioDecodeError, audio_num_samples, load_audio
 from .data.collator import DataCollatorForCTALPretraining
 from .data.features import CTALFeatureTransform, add_length_column, precompute_features
+from .data.iemocap import load_iemocap_folder
+from .data.labelled import DataCollatorForAudioTextClassification, prepare_labels
 from .data.sources import iter_transcripts, load_librispeech_folder, load_manifest, load_speech_dataset
 from .models.audio_text_cma.configuration_audio_text_cma import AudioTextCMAConfig
 from .models.audio_text_cma.modeling_audio_text_cma import (
@@ -90,14 +92,17 @@ __all__ = [
     "CTALProcessor",
     "CTALSequenceClassifierOutput",
     "CTALTokenizer",
+    "DataCollatorForAudioTextClassification",
     "DataCollatorForCTALPretraining",
     "add_length_column",
     "audio_num_samples",
     "iter_transcripts",
     "load_audio",
+    "load_iemocap_folder",
     "load_librispeech_folder",
     "load_manifest",
     "load_speech_dataset",
     "precompute_features",
+    "prepare_labels",
     "train_ctal_tokenizer",
 ]

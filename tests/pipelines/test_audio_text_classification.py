@@ -1,14 +1,13 @@
 """`pipeline("audio-text-classification")` from a saved folder: scores equal a direct forward, batching, regression,
 and the speech-recognition route with a tiny random transformers ASR model."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
+from transformers import pipeline
 
 from ctal_hf import AudioTextClassificationPipeline, CTALConfig, CTALForSequenceClassification, load_audio
 from ctal_hf.models.ctal.processing_ctal import processor_for_config
@@ -70,36 +69,6 @@ def wav_files(tmp_path_factory):
         soundfile.write(path, samples, rate)
         paths.append(str(path))
     return paths
-
-
-@pytest.fixture(scope="module")
-def asr_dir(tmp_path_factory):
-    """A tiny randomly initialised wav2vec2 CTC recogniser at 8 kHz (so the pipeline must resample for it), whose
-    blank token is suppressed so that every frame emits a letter and the transcript is never empty."""
-    folder = tmp_path_factory.mktemp("asr")
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{letter: 3 + k for k, letter in enumerate("abcdefghij")}}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|").save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(sampling_rate=8000).save_pretrained(folder)
-    config = Wav2Vec2Config(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8, 8),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(config)
-    with torch.no_grad():
-        model.lm_head.bias[0] = -1e4
-    model.save_pretrained(folder)
-    return folder
 
 
 def direct_probabilities(folder, audio, texts, sampling_rate=SR):

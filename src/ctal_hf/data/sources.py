@@ -8,7 +8,8 @@ LibriSpeech speakers; users bring these corpora in one of three forms, all read 
    speaker, label and split columns (`COLUMN_ALIASES` lists the accepted column names); relative
    paths are resolved against the manifest's folder;
 2. a LibriSpeech folder in its release layout, `SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac` with one
-   `SPEAKER-CHAPTER.trans.txt` (`ID TEXT` lines) per chapter;
+   `SPEAKER-CHAPTER.trans.txt` (`ID TEXT` lines) per chapter, or an IEMOCAP folder in its release layout
+   (`ctal_hf.data.iemocap`: `Session1..5`, emotion labels, sessions and speakers);
 3. a `datasets` Dataset / IterableDataset / DatasetDict, a folder saved with `save_to_disk`, or a
    Hub id, with the schema of `openslr/librispeech_asr` (`file`, `audio`, `text`, `speaker_id`,
    `chapter_id`, `id`); `streaming=True` gives an IterableDataset for corpora larger than memory.
@@ -41,6 +42,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.utils import logging
 
 from ..transcripts import check_transcripts, is_transcript
+from .iemocap import is_iemocap_folder, load_iemocap_folder
 
 
 logger = logging.get_logger(__name__)
@@ -53,6 +55,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "speaker_id": ("speaker_id", "speaker", "spk", "spk_id"),
     "label": ("label", "emotion", "major_emotion", "sentiment"),
     "split": ("split", "subset", "partition"),
+    "session": ("session", "session_id"),
 }
 REQUIRED_COLUMNS = ("audio", "text")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
@@ -62,7 +65,8 @@ SKIP_HINT = "pass --skip_unreadable (skip_unreadable=True in Python) to skip suc
 LOCAL_SUFFIXES = (*MANIFEST_SUFFIXES, ".txt", ".parquet", ".arrow", ".flac", ".wav", ".mp3", ".zip", ".tar", ".gz")
 SOURCE_FORMS = (
     "A dataset source (--dataset) is a manifest file (.csv, .tsv, .jsonl or .json with audio and text columns), a "
-    "LibriSpeech folder (SPEAKER/CHAPTER/*.trans.txt), a folder written by Dataset.save_to_disk, or a Hub dataset id "
+    "LibriSpeech folder (SPEAKER/CHAPTER/*.trans.txt), an IEMOCAP folder (Session1..5 in the release layout), a "
+    "folder written by Dataset.save_to_disk, or a Hub dataset id "
     "such as openslr/librispeech_asr; examples/run_pretraining.py also takes 'demo'."
 )
 COLUMN_HINT = "name the transcript column with --column (`column=` in Python)."
@@ -177,7 +181,9 @@ def read_manifest(
         absent = [column for column in (names or {}).values() if column not in header]
         if absent:
             raise ValueError(f"{source} has no {absent[0]!r} column (columns: {list(header)}); {COLUMN_HINT}")
-        as_string = [*mapping.values(), *(column for column in header if column.lower() == "id")]
+        # Only these: labels, scores and speaker numbers keep the type pandas reads (a float score stays a float).
+        as_string = [mapping[name] for name in ("audio", "text") if name in mapping]
+        as_string += [column for column in header if column.lower() == "id"]
         frame = pd.read_csv(
             path, sep=separator, dtype={column: str for column in as_string}, keep_default_na=False, na_values=[""]
         )
@@ -349,14 +355,15 @@ def load_speech_dataset(
     """Loads speech + transcripts from any supported source, with normalised columns.
 
     Args:
-        source: a manifest file (`.csv`, `.tsv`, `.jsonl`, `.json`), a LibriSpeech folder, a folder
-            written by `Dataset.save_to_disk`, a `datasets` Dataset / IterableDataset / DatasetDict, or
-            a Hub id (e.g. `"openslr/librispeech_asr"`, loaded with `datasets.load_dataset`). A name that is
-            no local file or folder and looks like a path (`./x`, `~/x`, `a/b/c`, an extension such as `.csv`),
-            or any such name in offline mode (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`), raises a
-            FileNotFoundError at once instead of being looked up on the Hub.
+        source: a manifest file (`.csv`, `.tsv`, `.jsonl`, `.json`), a LibriSpeech folder, an IEMOCAP
+            folder (`load_iemocap_folder`, 4 classes), a folder written by `Dataset.save_to_disk`, a `datasets`
+            Dataset / IterableDataset / DatasetDict, or a Hub id (e.g. `"openslr/librispeech_asr"`, loaded with
+            `datasets.load_dataset`). A name that is no local file or folder and looks like a path (`./x`, `~/x`,
+            `a/b/c`, an extension such as `.csv`), or any such name in offline mode (`HF_HUB_OFFLINE` /
+            `HF_DATASETS_OFFLINE`), raises a FileNotFoundError at once instead of being looked up on the Hub.
         split: for a manifest or a dataset with a `split` column, the rows of that split; for a
-            LibriSpeech folder, a subfolder such as `"train-clean-100"`; for a DatasetDict or Hub id,
+            LibriSpeech folder, a subfolder such as `"train-clean-100"`; for an IEMOCAP folder, sessions
+            such as `"Session1,Session2"`; for a DatasetDict or Hub id,
             the split name (e.g. `"train.clean.100"`).
         streaming: return an IterableDataset (rows are read lazily); for a Hub id the data is
             streamed, not downloaded.
@@ -376,14 +383,17 @@ def load_speech_dataset(
         path = Path(source).expanduser()
         if path.is_file() or (path.suffix.lower() in MANIFEST_SUFFIXES and path.exists()):
             dataset = load_manifest(path, split, skip_unreadable=skip_unreadable)
+        elif is_iemocap_folder(path):
+            dataset = load_iemocap_folder(path, split, skip_unreadable=skip_unreadable)
         elif path.is_dir() and next(path.rglob("*.trans.txt"), None) is not None:
             dataset = load_librispeech_folder(path, split, skip_unreadable=skip_unreadable)
         elif path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
             dataset = _normalize_datasets_source(datasets.load_from_disk(str(path)), split)
         elif path.is_dir():
             raise ValueError(
-                f"Folder '{path}' is neither a LibriSpeech folder (no '*.trans.txt' inside) nor a dataset saved with "
-                "save_to_disk. Pass a manifest file, a LibriSpeech folder or a dataset."
+                f"Folder '{path}' is neither a LibriSpeech folder (no '*.trans.txt' inside), an IEMOCAP folder (no "
+                "'Session*/dialog/EmoEvaluation') nor a dataset saved with save_to_disk. Pass a manifest file, a "
+                "LibriSpeech or IEMOCAP folder or a dataset."
             )
         else:
             reason = _why_not_on_the_hub(str(source))

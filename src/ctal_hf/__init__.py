@@ -2,7 +2,8 @@
 
 Importing the package registers every CTAL class with the transformers Auto classes, so
 `AutoModel.from_pretrained(<folder>)` works offline without `trust_remote_code`, and the
-`pipeline("audio-text-classification")` task.
+`pipeline("audio-text-classification")` task, and the "blockwise" attention implementation
+(`ctal_hf.blockwise_attention`: training memory linear in the audio length, attention dropout kept).
 """
 
 from transformers import (
@@ -17,6 +18,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .audio import AudioDecodeError, audio_num_samples, load_audio
+from .blockwise_attention import BLOCKWISE_ATTENTION
 from .data.collator import DataCollatorForCTALPretraining
 from .data.sources import (
     CTALFeatureTransform,
@@ -61,6 +63,7 @@ PIPELINE_REGISTRY.register_pipeline(
 __all__ = [
     "CTAL_PRESETS",
     "AudioDecodeError",
+    "BLOCKWISE_ATTENTION",
     "AudioTextClassificationPipeline",
     "CTALConfig",
     "CTALFeatureExtractor",

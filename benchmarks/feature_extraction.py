@@ -1,14 +1,17 @@
 """Throughput of `CTALFeatureExtractor` against librosa computing the same features (paper section 3.1.1).
 
 Both compute CTAL's recipe on a batch of synthetic clips (noise, tones and chirps at 16 kHz): the extractor in one
-batched torch call, librosa one utterance at a time as the authors did (melspectrogram with the same parameters and
-`pad_mode="reflect"`, log, delta, CMVN). librosa runs twice: on float64 samples (the precision the extractor computes
-in) and on float32 samples (librosa then computes in float32). The table gives audio seconds processed per wall
-second (best of `--repeats`), the extractor's speed-up and the largest absolute difference from its features.
+call (on CPU: SciPy's FFT on the windowed frames, in cache-sized blocks; on GPU: one batched `torch.stft`), librosa
+one utterance at a time as the authors did (melspectrogram with the same parameters and `pad_mode="reflect"`, log,
+delta, CMVN). librosa runs twice: on float64 samples (the precision the extractor computes in) and on float32 samples
+(librosa then computes in float32). The floor is the FFT alone: `scipy.fft.rfft` of the same windowed, zero-padded
+frames (prepared beforehand), with as many workers as torch has threads. The table gives audio seconds processed per
+wall second (median of `--repeats`, the implementations interleaved), the extractor's speed-up and the largest
+absolute difference from its features; the result file (JSON) adds the machine and library versions.
 
-    python benchmarks/feature_extraction.py              # 16 clips of 10 s on the CPU
+    python benchmarks/feature_extraction.py --threads 2  # 8 clips of 10 s on the CPU, 2 torch threads / FFT workers
     python benchmarks/feature_extraction.py --device cuda
-    python benchmarks/feature_extraction.py --threads 1  # one core each: the fair per-core comparison
+    python benchmarks/feature_extraction.py --threads 1  # one core each: the per-core comparison
     python benchmarks/feature_extraction.py --quick      # seconds-long smoke run (used by the test suite)
 
 On a CPU shared with other busy processes, torch's multi-threaded operations wait for descheduled threads and the
@@ -20,14 +23,19 @@ librosa is a test/benchmark dependency only (`pip install -e .[testing]`).
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
+import scipy.fft
 import torch
 
 from ctal_hf import CTALFeatureExtractor
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 
 def librosa_features(waveform: np.ndarray, extractor: CTALFeatureExtractor) -> np.ndarray:
@@ -72,9 +80,25 @@ def synthetic_clips(count: int, seconds: float, sampling_rate: int, seed: int) -
     return clips
 
 
+def windowed_frames(clips: list[np.ndarray], extractor: CTALFeatureExtractor) -> list[np.ndarray]:
+    """Per clip, its frames as the extractor transforms them: (T, n_fft) float64, the window applied to the first
+    `win_length` samples of each frame (reflect-padded, centred), zeros after."""
+    window = np.hanning(extractor.win_length + 1)[:-1]  # periodic Hann, as torch.hann_window(periodic=True)
+    offset = (extractor.n_fft - extractor.win_length) // 2
+    frames = []
+    for clip in clips:
+        padded = np.pad(clip, extractor.n_fft // 2, mode=extractor.pad_mode)
+        count = extractor.num_frames(len(clip))
+        view = np.lib.stride_tricks.sliding_window_view(padded[offset:], extractor.win_length)[:: extractor.hop_length][:count]
+        block = np.zeros((count, extractor.n_fft))
+        block[:, : extractor.win_length] = view * window
+        frames.append(block)
+    return frames
+
+
 def run(batch_size: int, seconds: float, repeats: int, device: str, seed: int) -> list[dict]:
-    """Time the three implementations, interleaved so that a burst of load on the machine hits all of them; returns
-    one row per implementation (best time), the extractor first."""
+    """Time the implementations, interleaved so that a burst of load on the machine hits all of them; returns one
+    row per implementation (median time), the extractor first."""
     device = torch.device(device)
     extractor = CTALFeatureExtractor()
     clips = synthetic_clips(batch_size, seconds, extractor.sampling_rate, seed)
@@ -87,59 +111,64 @@ def run(batch_size: int, seconds: float, repeats: int, device: str, seed: int) -
         inputs = [clip.astype(dtype) for clip in clips]
         return lambda: np.stack([librosa_features(clip, extractor) for clip in inputs])
 
-    ours = f"CTALFeatureExtractor (torch, {device.type})"
+    frames = windowed_frames(clips, extractor)
+
+    def fft_only() -> None:
+        for block in frames:
+            scipy.fft.rfft(block, workers=torch.get_num_threads())
+
+    ours = f"CTALFeatureExtractor ({device.type})"
     implementations = {
         ours: ctal,
         "librosa, float64 input": with_librosa(np.float64),
         "librosa, float32 input": with_librosa(np.float32),
+        "FFT alone (scipy.fft.rfft)": fft_only,
     }
     outputs = {name: function() for name, function in implementations.items()}  # warm-up: librosa compiles numba
-    timings = {name: [] for name in implementations}
-    for _ in range(repeats):
-        for name, function in implementations.items():
-            start = time.perf_counter()
-            function()
-            timings[name].append(time.perf_counter() - start)
-    best = {name: min(times) for name, times in timings.items()}
+    times = common.interleaved_times(implementations, repeats, warmup=0)
+    middle = {name: common.median(values) for name, values in times.items()}
     return [
         {
             "name": name,
-            "throughput": batch_size * seconds / best[name],
-            "speedup": best[name] / best[ours],
+            "seconds": middle[name],
+            "throughput": batch_size * seconds / middle[name],
+            "speedup": middle[name] / middle[ours],
             # Equal-length clips: no padding frames to leave out.
-            "diff": None if name == ours else float(np.abs(outputs[name] - outputs[ours]).max()),
+            "diff": None if outputs[name] is None or name == ours else float(np.abs(outputs[name] - outputs[ours]).max()),
         }
         for name in implementations
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default: 16)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per batch (default: 8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip in seconds (default: 10)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation, best kept (default: 5)")
-    parser.add_argument("--device", default="cpu", help="device of the extractor, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation, median kept (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic audio (default: 0)")
-    parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice; librosa uses one core either way)"
-    )
-    parser.add_argument("--quick", action="store_true", help="2 clips of 2 s, 1 repeat: a smoke run, not a figure")
+    common.add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.seconds, args.repeats = 2, 2.0, 1
-
+    common.check_device(args.device)
+    threads = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rows = run(args.batch_size, args.seconds, args.repeats, args.device, args.seed)
-    print(
-        f"CTAL features (section 3.1.1), {args.batch_size} clips x {args.seconds:g} s at 16 kHz, best of "
-        f"{args.repeats}; torch {torch.__version__} with {torch.get_num_threads()} threads, librosa "
-        f"{librosa.__version__}, {os.cpu_count()} CPUs"
-    )
-    print(f"{'implementation':<40} {'audio s / wall s':>17} {'CTAL speed-up':>14} {'max |diff| vs CTAL':>19}")
-    for row in rows:
-        diff = "-" if row["diff"] is None else f"{row['diff']:.2e}"
-        print(f"{row['name']:<40} {row['throughput']:>17.1f} {row['speedup']:>13.2f}x {diff:>19}")
+    try:
+        output = common.result_path(args.output, "feature_extraction", args.overwrite)
+        machine = common.machine_info(args.device)
+        rows = run(args.batch_size, args.seconds, args.repeats, args.device, args.seed)
+        print(
+            f"CTAL features (section 3.1.1), {args.batch_size} clips x {args.seconds:g} s at 16 kHz, median of "
+            f"{args.repeats}; librosa {librosa.__version__} (one core); {common.machine_line(machine)}"
+        )
+        common.print_table(
+            ["implementation", "audio s / wall s", "CTAL speed-up", "max |diff| vs CTAL"],
+            [[row["name"], f"{row['throughput']:.1f}", f"{row['speedup']:.2f}x", "-" if row["diff"] is None else f"{row['diff']:.2e}"] for row in rows],
+        )
+        common.write_results(output, "feature_extraction", args, machine, {"rows": rows})
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 

@@ -3,7 +3,8 @@ audio-text cross-modal attention family (pre-trained wav2vec 2.0 + BERT encoders
 
 Importing the package registers every class of both families with the transformers Auto classes, so
 `AutoModel.from_pretrained(<folder>)` works offline without `trust_remote_code`, and the
-`pipeline("audio-text-classification")` task.
+`pipeline("audio-text-classification")` task, and the "blockwise" attention implementation
+(`ctal_hf.blockwise_attention`: training memory linear in the audio length, attention dropout kept).
 """
 
 from transformers import (
@@ -18,6 +19,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .audio import AudioDecodeError, audio_num_samples, load_audio
+from .blockwise_attention import BLOCKWISE_ATTENTION
 from .data.collator import DataCollatorForCTALPretraining
 from .data.features import CTALFeatureTransform, add_length_column, precompute_features
 from .data.iemocap import load_iemocap_folder
@@ -79,6 +81,7 @@ __all__ = [
     "AudioTextCMAPreTrainedModel",
     "AudioTextCMAProcessor",
     "AudioTextCMASequenceClassifierOutput",
+    "BLOCKWISE_ATTENTION",
     "AudioTextClassificationPipeline",
     "CTALConfig",
     "CTALFeatureExtractor",

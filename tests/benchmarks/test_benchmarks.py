@@ -1,33 +1,134 @@
-"""The feature-extraction benchmark runs (quick mode) and prints its table; nothing is asserted about speed."""
+"""Every benchmark script runs in quick mode, prints its table and writes its JSON result (machine, library versions,
+threads, results). Nothing is asserted about speed; the figures of a quick run mean nothing."""
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
+import torch
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "feature_extraction.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("ctal_feature_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"ctal_benchmark_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
 
 
-def test_feature_extraction_benchmark_quick(benchmark, capsys):
-    assert benchmark.main(["--quick"]) == 0
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A manifest of 6 short WAV utterances (tones and noise) by 2 speakers, all in the training split."""
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    words = ("the old farmer walked home", "a quiet child listened", "her captain opened the door")
+    with (folder / "manifest.jsonl").open("w") as manifest:
+        for index in range(6):
+            seconds = 0.5 + 0.2 * index
+            time_axis = np.arange(int(seconds * 16000)) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (150 + 40 * index) * time_axis) + 0.02 * rng.standard_normal(time_axis.size)
+            soundfile.write(folder / f"{index}.wav", audio, 16000)
+            row = {"audio": f"{index}.wav", "text": words[index % 3], "speaker_id": index % 2, "split": "train"}
+            manifest.write(json.dumps(row) + "\n")
+    return folder / "manifest.jsonl"
+
+
+def run_quick(name: str, tmp_path, capsys, *extra) -> tuple[str, dict]:
+    threads = torch.get_num_threads()
+    output = tmp_path / f"{name}.json"
+    assert load(name).main(["--quick", "--threads", "1", "--output", str(output), *extra]) == 0
+    assert torch.get_num_threads() == threads  # the script gave the thread setting back
     table = capsys.readouterr().out
     print(table)
-    rows = [line for line in table.splitlines() if line.startswith(("CTALFeatureExtractor", "librosa"))]
-    assert len(rows) == 3 and "audio s / wall s" in table and "max |diff| vs CTAL" in table
-    float64_diff = float(rows[1].split()[-1])
-    assert float64_diff <= 1e-4  # same features as librosa on float64 input
+    result = json.loads(output.read_text())
+    assert result["script"] == name and result["arguments"]["quick"] is True
+    machine = result["machine"]
+    assert machine["torch_threads"] == 1 and machine["cpu"] and machine["usable_cpus"] >= 1
+    assert machine["versions"]["torch"] == torch.__version__.split("+")[0] or machine["versions"]["torch"] == torch.__version__
+    assert machine["versions"]["transformers"] and machine["versions"]["ctal_hf"]
+    return table, result["results"]
 
 
-def test_feature_extraction_benchmark_help(benchmark, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--help"])
-    assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
+def test_feature_extraction(tmp_path, capsys):
+    table, results = run_quick("feature_extraction", tmp_path, capsys)
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["CTALFeatureExtractor (cpu)", "librosa, float64 input", "librosa, float32 input", "FFT alone (scipy.fft.rfft)"]
+    assert all(name in table for name in names) and "audio s / wall s" in table
+    assert results["rows"][1]["diff"] <= 1e-4  # the same features as librosa on float64 input
+
+
+def test_model_step(tmp_path, capsys):
+    table, results = run_quick("model_step", tmp_path, capsys)
+    rows = {(row["family"], row["task"], row["mode"], row["variant"]): row for row in results["rows"]}
+    expected = {
+        ("ctal", "pretraining", "train", variant) for variant in ("baseline", "checkpointing", "full-mlm-logits")
+    } | {("lxmert", task, mode, "baseline") for task in ("pretraining", "classification") for mode in ("train", "inference")}
+    assert expected <= rows.keys()
+    for row in rows.values():
+        assert "error" not in row, row
+        assert row["samples_per_second"] > 0 and row["peak_bytes"] is not None
+    baseline = rows[("ctal", "pretraining", "train", "baseline")]
+    assert baseline["flops"] > 0 and 0 < baseline["mfu"] and results["gemm_flops_per_second"]["fp32"] > 0
+    # The full MLM projection does more work than the masked-positions path: counted, not timed.
+    assert rows[("ctal", "pretraining", "train", "full-mlm-logits")]["flops"] > baseline["flops"]
+    assert "Peers on the same batches" in table and "MFU %" in table
+
+
+def test_profile_step(tmp_path, capsys):
+    table, results = run_quick("profile_step", tmp_path, capsys)
+    assert results["top_operators"] and abs(sum(results["category_shares"].values()) - 1) < 1e-6
+    assert "matrix product" in results["category_shares"] and "aten::" in table
+
+
+def test_audio_length(tmp_path, capsys):
+    table, results = run_quick("audio_length", tmp_path, capsys)
+    assert {(point["attn"], point["frames"]) for point in results["points"]} == {
+        (attn, frames) for attn in ("sdpa", "blockwise") for frames in (48, 96, 144)
+    }
+    assert all("error" not in point for point in results["points"])
+    assert set(results["exponents"]) == {"sdpa", "blockwise"} and "exponent" in table
+    matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert (tmp_path / "audio_length.png").exists() == matplotlib
+    assert ("no plot" in table) != matplotlib
+
+
+def test_input_pipeline(tmp_path, capsys, corpus):
+    table, results = run_quick("input_pipeline", tmp_path, capsys, "--corpus", str(corpus))
+    assert {(row["pipeline"], row["workers"]) for row in results["rows"]} == {
+        (pipeline, workers) for pipeline in ("pre-training", "fine-tuning") for workers in (0, 1)
+    }
+    assert all(row["examples_per_second"] > 0 and row["model_examples_per_second"] > 0 for row in results["rows"])
+
+
+def test_length_grouping(tmp_path, capsys, corpus):
+    table, results = run_quick("length_grouping", tmp_path, capsys, "--corpus", str(corpus))
+    samplers = results["samplers"]
+    assert set(samplers) == {"random", "group_by_length"} and all(row["epoch_seconds"] > 0 for row in samplers.values())
+    # Sorted batches of 2 from 6 distinct lengths pad less than (or as little as) random ones: a property of the
+    # sampler on this corpus, not a timing.
+    assert samplers["group_by_length"]["padded_frame_share"] <= samplers["random"]["padded_frame_share"]
+
+
+def test_existing_result_file_is_not_overwritten(tmp_path):
+    output = tmp_path / "taken.json"
+    output.write_text("{}")
+    with pytest.raises(SystemExit, match="exists"):
+        load("feature_extraction").main(["--quick", "--output", str(output)])
+    assert output.read_text() == "{}"
+
+
+def test_help(capsys):
+    for name in ("feature_extraction", "model_step", "profile_step", "audio_length", "input_pipeline", "length_grouping"):
+        with pytest.raises(SystemExit) as exit_info:
+            load(name).main(["--help"])
+        assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out

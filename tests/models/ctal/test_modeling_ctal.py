@@ -177,7 +177,9 @@ def test_pretraining_and_classification_shapes():
     pre = make_model(CTALForPreTraining)
     out = pre(**batch, labels=batch["input_ids"], mcam_labels=batch["audio_features"],
               mcam_label_mask=batch["audio_attention_mask"])
-    assert out.mlm_logits.shape == (2, 9, VOCAB) and out.mcam_predictions.shape == (2, 24, FEAT)
+    # With labels, logits only at the labelled tokens (all 18 here); `full_mlm_logits=True` gives every token's.
+    assert out.mlm_logits.shape == (18, VOCAB) and out.mcam_predictions.shape == (2, 24, FEAT)
+    assert pre(**batch, labels=batch["input_ids"], full_mlm_logits=True).mlm_logits.shape == (2, 9, VOCAB)
     assert out.loss.shape == () and out.mlm_loss.shape == () and out.mcam_loss.shape == ()
     loss, mlm, mcam, *_ = pre(**batch, labels=batch["input_ids"], mcam_labels=batch["audio_features"],
                               mcam_label_mask=batch["audio_attention_mask"], return_dict=False)
@@ -353,7 +355,7 @@ def test_pretraining_losses_match_hand_computation():
     frame_mask = torch.zeros(2, 24, dtype=torch.bool)
     frame_mask[0, 3:6] = True
     frame_mask[1, 0:2] = True
-    out = model(**batch, labels=labels, mcam_labels=targets, mcam_label_mask=frame_mask)
+    out = model(**batch, labels=labels, mcam_labels=targets, mcam_label_mask=frame_mask, full_mlm_logits=True)
 
     logp = out.mlm_logits.log_softmax(-1)
     expected_mlm = -(logp[0, 2, 7] + logp[1, 4, 12] + logp[1, 1, 30]) / 3

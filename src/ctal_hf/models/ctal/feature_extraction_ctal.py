@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.fft
+import scipy.sparse
 import torch
 import torch.nn.functional as F
 from transformers.audio_utils import mel_filter_bank
@@ -44,6 +46,9 @@ PAD_MODES = ("reflect", "constant")
 # Largest complex spectrum (bytes) computed in one batch: on CPU, one 10 s utterance (13 MB) or several short ones
 # (16 x 10 s at once measured 2.5x slower on a 2-core machine: memory traffic); GPUs take large batches.
 SPECTRUM_BYTES = {"cpu": 16 * 2**20, "accelerator": 2**31}
+# Frames per FFT block of the CPU path: its spectrum (2 MB at n_fft=2048) stays in cache (measured: 128 frames
+# per block 1.5x faster than 512).
+CPU_BLOCK_FRAMES = 128
 # Relative std under which CMVN treats a feature dimension as constant (float64 rounding is ~1e-16).
 CONSTANT_STD = 1e-12
 
@@ -57,9 +62,10 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
     Every recipe choice is a saved parameter, so e.g. the 25 ms / 10 ms / `n_fft=400` variant of the original config
     is `CTALFeatureExtractor(win_length=400, hop_length=160, n_fft=400)`.
 
-    The utterances of a call are computed together (batched `torch.stft`s, grouped to bound memory; an utterance
-    longer than a group in chunks of frames) and the result equals computing them one by one: each utterance is padded
-    with its own samples, and deltas and CMVN only see its valid frames.
+    The utterances of a call are computed together (spectra on CPU with SciPy's FFT, on other devices with batched
+    `torch.stft`s; grouped to bound memory, an utterance longer than a group in chunks of frames) and the result equals
+    computing them one by one: each utterance is padded with its own samples, and deltas and CMVN only see its valid
+    frames.
     The computation runs in float64 (on `device`): float32 spectra are off by up to ~1e-4 in the log-mel of pure
     tones, whose low-energy bins `log(mel + 1e-6)` exposes. The returned features are float32. A dimension that is
     constant over an utterance (digital silence; the deltas of an utterance of at most `delta_width` frames) gets 0
@@ -343,25 +349,6 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
         frame_bytes = (self.n_fft // 2 + 1) * torch.complex128.itemsize
         return max(budget // frame_bytes, 2 * self.delta_width)
 
-    def _log_mel(self, framed: torch.Tensor) -> torch.Tensor:
-        """Log-mel energies (B, num_mel_bins, T) of padded signals `framed` (B, N), frame t at samples
-        [t * hop_length, t * hop_length + n_fft) (steps 2-4 of the module docstring)."""
-        device = framed.device
-        window = WINDOW_FUNCTIONS[self.window_type](self.win_length, periodic=True, dtype=torch.float64, device=device)
-        spectrum = torch.stft(
-            framed,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=window,
-            center=False,  # padding already done per utterance
-            return_complex=True,
-        )  # (B, n_fft // 2 + 1, T)
-        squared = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 = re^2 + im^2, no sqrt
-        power = squared if self.power == 2 else squared.pow(self.power / 2)
-        mel_filters = torch.from_numpy(self.mel_filters).to(device=device, dtype=torch.float64)
-        return torch.log(mel_filters.T @ power + self.log_offset)
-
     def _group_features(self, waveforms: list[torch.Tensor], frame_counts: list[int]) -> torch.Tensor:
         """`extract_features` of one group in one batched computation: (B, T_max, 2 * num_mel_bins) float32."""
         device = waveforms[0].device
@@ -425,6 +412,64 @@ class CTALFeatureExtractor(SequenceFeatureExtractor):
         if self.do_cmvn:
             features = self._normalise(features, mean, torch.sqrt(squares / count))  # population std
         return features.T.to(torch.float32)
+
+    def _log_mel(self, framed: torch.Tensor) -> torch.Tensor:
+        """Log-mel energies (B, num_mel_bins, T) float64 of padded signals `framed` (B, N), frame t at samples
+        [t * hop_length, t * hop_length + n_fft) (steps 2-4 of the module docstring). On CPU, SciPy's FFT on the
+        windowed samples (`_log_mel_cpu`); elsewhere one batched `torch.stft` (`_log_mel_torch`)."""
+        if framed.device.type == "cpu":
+            return torch.from_numpy(self._log_mel_cpu(framed.numpy()))
+        return self._log_mel_torch(framed)
+
+    def _log_mel_torch(self, framed: torch.Tensor) -> torch.Tensor:
+        """`_log_mel` as one batched `torch.stft` on `framed`'s device (the GPU path)."""
+        window = WINDOW_FUNCTIONS[self.window_type](
+            self.win_length, periodic=True, dtype=torch.float64, device=framed.device
+        )
+        spectrum = torch.stft(
+            framed,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=window,
+            center=False,  # padding already done per utterance
+            return_complex=True,
+        )  # (B, n_fft // 2 + 1, T)
+        squared = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 = re^2 + im^2, no sqrt
+        power = squared if self.power == 2 else squared.pow(self.power / 2)
+        mel_filters = torch.from_numpy(self.mel_filters).to(device=framed.device, dtype=torch.float64)
+        return torch.log(mel_filters.T @ power + self.log_offset)
+
+    def _log_mel_cpu(self, framed: np.ndarray) -> np.ndarray:
+        """`_log_mel` in NumPy/SciPy: equal to `_log_mel_torch` up to float64 rounding, and on CPU about 3x faster.
+
+        `torch.stft` multiplies each n_fft-sample frame by the window zero-padded to n_fft (centred). Here only the
+        `win_length` windowed samples, followed by zeros, are transformed (`scipy.fft.rfft`):
+        the two spectra differ by a circular shift in time, i.e. a phase factor, so their power is the same. Frames
+        are transformed in blocks of `CPU_BLOCK_FRAMES` (cache-sized), with `torch.get_num_threads()` FFT workers,
+        and the mel filters, nonzero on a few bins each, are applied as a sparse matrix."""
+        batch, _ = framed.shape
+        num_frames = 1 + (framed.shape[1] - self.n_fft) // self.hop_length
+        offset = (self.n_fft - self.win_length) // 2
+        window = WINDOW_FUNCTIONS[self.window_type](self.win_length, periodic=True, dtype=torch.float64).numpy()
+        # (B, T, win_length) view: frame t starts at t * hop_length + offset.
+        frames = np.lib.stride_tricks.sliding_window_view(framed[:, offset:], self.win_length, axis=1)
+        frames = frames[:, :: self.hop_length][:, :num_frames]
+        mel_filters = scipy.sparse.csr_array(self.mel_filters.T.astype(np.float64))  # (num_mel_bins, bins)
+        mel = np.empty((batch, self.num_mel_bins, num_frames))
+        workers = torch.get_num_threads()
+        # The windowed samples go into the first win_length columns; the rest stays zero (the FFT's zero-padding).
+        block = np.zeros((min(CPU_BLOCK_FRAMES, num_frames), self.n_fft))
+        for row in range(batch):
+            for start in range(0, num_frames, CPU_BLOCK_FRAMES):
+                stop = min(start + CPU_BLOCK_FRAMES, num_frames)
+                windowed = block[: stop - start]
+                np.multiply(frames[row, start:stop], window, out=windowed[:, : self.win_length])
+                spectrum = scipy.fft.rfft(windowed, workers=workers)
+                squared = spectrum.real**2 + spectrum.imag**2  # (frames, bins)
+                power = squared if self.power == 2 else squared ** (self.power / 2)
+                mel[row, :, start:stop] = mel_filters @ power.T
+        return np.log(mel + self.log_offset, out=mel)
 
     def _pad_signals(
         self, flat: torch.Tensor, lengths: torch.Tensor, start: int = 0, stop: int | None = None

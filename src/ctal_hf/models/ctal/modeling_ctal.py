@@ -526,12 +526,12 @@ class CTALMCAMHead(nn.Module):
         return self.decoder(self.transform(audio_states)) + self.bias
 
 
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the tokens whose label is not -100 (0 when there are none)."""
-    selected = labels != -100
-    if not selected.any():
+def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the logits `(N, V)` of the N labelled tokens against their ids `(N,)`, averaged (0 when
+    N = 0)."""
+    if targets.numel() == 0:
         return logits.sum() * 0.0
-    return nn.functional.cross_entropy(logits[selected].float(), labels[selected])
+    return nn.functional.cross_entropy(logits.float(), targets)
 
 
 def masked_acoustic_loss(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -553,7 +553,9 @@ class CTALForPreTrainingOutput(ModelOutput):
             mcam_loss` over the tasks that are enabled and have labels.
         mlm_loss (`torch.FloatTensor` of shape `()`): cross-entropy over the masked tokens.
         mcam_loss (`torch.FloatTensor` of shape `()`): L1 over the masked frames.
-        mlm_logits (`torch.FloatTensor` of shape `(batch_size, text_length, vocab_size)`).
+        mlm_logits (`torch.FloatTensor`): `(batch_size, text_length, vocab_size)`; with `labels` (and
+            `full_mlm_logits=False`) only the labelled tokens' rows, `(num_labelled, vocab_size)`, in the order of
+            `labels[labels != -100]`.
         mcam_predictions (`torch.FloatTensor` of shape `(batch_size, audio_frames, audio_feature_size)`).
         text_last_hidden_state, audio_last_hidden_state, text_hidden_states, audio_hidden_states, text_attentions,
             audio_attentions, cross_attentions: as in [`CTALModelOutput`].
@@ -613,6 +615,7 @@ class CTALForPreTraining(CTALPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        full_mlm_logits: bool = False,
     ) -> CTALForPreTrainingOutput:
         r"""
         Args:
@@ -625,6 +628,10 @@ class CTALForPreTraining(CTALPreTrainedModel):
                 the original (unmasked) frames.
             mcam_label_mask (`torch.Tensor` of shape `(batch_size, audio_frames)`, *optional*): 1 for the frames
                 selected for MCAM (the loss counts only these).
+            full_mlm_logits (`bool`, defaults to `False`): with `labels`, the vocabulary projection runs only at
+                the labelled tokens (about 15%; as ModernBERT's `sparse_prediction`), which is most of the head's cost
+                and memory, and `mlm_logits` holds their rows only. `True` computes the logits of every token,
+                `(batch_size, text_length, vocab_size)`, as without labels. The losses are the same either way.
         """
         if (mcam_labels is None) != (mcam_label_mask is None):
             raise ValueError("Pass `mcam_labels` and `mcam_label_mask` together (targets and the frames they cover).")
@@ -648,15 +655,18 @@ class CTALForPreTraining(CTALPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        mlm_logits = self.mlm_head(outputs.text_last_hidden_state)
+        labelled = None if labels is None else labels != -100
+        text_states = outputs.text_last_hidden_state
+        sparse = labelled is not None and not full_mlm_logits
+        mlm_logits = self.mlm_head(text_states[labelled] if sparse else text_states)
+        mlm_loss = mcam_loss = loss = None
+        if labels is not None and self.config.mlm_loss_weight > 0:
+            mlm_loss = masked_lm_loss(mlm_logits if sparse else mlm_logits[labelled], labels[labelled])
+            loss = self.config.mlm_loss_weight * mlm_loss
         mcam_predictions = None
         if outputs.audio_last_hidden_state is not None:
             mcam_predictions = self.mcam_head(outputs.audio_last_hidden_state)
 
-        mlm_loss = mcam_loss = loss = None
-        if labels is not None and self.config.mlm_loss_weight > 0:
-            mlm_loss = masked_lm_loss(mlm_logits, labels)
-            loss = self.config.mlm_loss_weight * mlm_loss
         if mcam_labels is not None and self.config.mcam_loss_weight > 0:
             if mcam_predictions is None:
                 raise ValueError("`mcam_labels` were given without `audio_features`.")

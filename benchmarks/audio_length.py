@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> dict:
             state = common.median([result["optimizer_state_bytes"] for result in good])
             point.update(
                 seconds_per_sample=step / args.batch_size,
+                cpu_seconds_per_sample=common.median([common.median(result["cpu_times"]) for result in good]) / args.batch_size,
                 peak_bytes_per_sample=peak / args.batch_size,
                 # Without the optimiser's moments, which are resident from the first step on, whatever the length.
                 activation_bytes_per_sample=(peak - state) / args.batch_size,
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> dict:
         lengths = [point["frames"] for point in mine]
         exponents[attn] = {
             "time": common.fit_exponent(lengths, [point["seconds_per_sample"] for point in mine], low, high),
+            "cpu_time": common.fit_exponent(lengths, [point["cpu_seconds_per_sample"] for point in mine], low, high),
             "memory": common.fit_exponent(lengths, [point["peak_bytes_per_sample"] for point in mine], low, high),
             "memory_without_optimizer_state": common.fit_exponent(
                 lengths, [point["activation_bytes_per_sample"] for point in mine], low, high
@@ -106,21 +108,27 @@ def plot(results: dict, path: Path, title: str) -> bool:
         ):
             label = attn if exponent is None else f"{attn} (exponent {exponent:.2f})"
             line = axis.plot(frames, [point[field] * scale for point in mine], marker="o", label=label)[0]
-        exponent = results["exponents"][attn]["memory_without_optimizer_state"]
-        axes[1].plot(
-            frames,
-            [point["activation_bytes_per_sample"] * 2**-30 for point in mine],
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{attn} w/o optimiser state" + ("" if exponent is None else f" ({exponent:.2f})"),
-        )
+        for axis, field, scale, exponent, label in (
+            (axes[0], "cpu_seconds_per_sample", 1.0, results["exponents"][attn]["cpu_time"], "CPU time"),
+            (axes[1], "activation_bytes_per_sample", 2**-30, results["exponents"][attn]["memory_without_optimizer_state"],
+             "w/o optimiser state"),
+        ):
+            axis.plot(
+                frames,
+                [point[field] * scale for point in mine],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{attn} {label}" + ("" if exponent is None else f" ({exponent:.2f})"),
+            )
     low, high = results["fit_range"]
-    for axis, label in ((axes[0], "step time per utterance (s)"), (axes[1], "peak memory per utterance (GiB)")):
+    for axis, label in ((axes[0], "step time per utterance (s): wall, CPU dashed"), (axes[1], "peak memory per utterance (GiB)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xticks([point["frames"] for point in results["points"]], minor=False)
         axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("audio frames (12.5 ms)")
         axis.set_ylabel(label)
         axis.axvspan(low, high, alpha=0.08, color="grey")
@@ -171,17 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         title = (f"CTAL {args.size} pre-training step, batch {args.batch_size}, {args.dtype}, dropout 0.1; "
                  f"{machine['cpu'] if args.device == 'cpu' else machine.get('accelerator', {}).get('name', args.device)}")
         print(title + "; " + common.machine_line(machine))
-        columns = ["frames", "tokens"] + [f"{attn} {unit}" for attn in args.attn for unit in ("s/utt", "GiB/utt", "GiB/utt w/o opt")]
+        columns = ["frames", "tokens"] + [
+            f"{attn} {unit}" for attn in args.attn for unit in ("s/utt", "CPU s/utt", "GiB/utt", "GiB/utt w/o opt")
+        ]
         rows = []
         for frames in args.frames:
             row = [frames, tokens_for(frames)]
             for attn in args.attn:
                 point = next(point for point in results["points"] if point["attn"] == attn and point["frames"] == frames)
                 if "error" in point:
-                    row += ["failed"] * 3
+                    row += ["failed"] * 4
                 else:
-                    row += [f"{point['seconds_per_sample']:.3f}", f"{point['peak_bytes_per_sample'] / 2**30:.3f}",
-                            f"{point['activation_bytes_per_sample'] / 2**30:.3f}"]
+                    row += [f"{point['seconds_per_sample']:.3f}", f"{point['cpu_seconds_per_sample']:.3f}",
+                            f"{point['peak_bytes_per_sample'] / 2**30:.3f}", f"{point['activation_bytes_per_sample'] / 2**30:.3f}"]
             rows.append(row)
         row = [f"exponent {args.fit_range[0]}-{args.fit_range[1]}", ""]
         for attn in args.attn:

@@ -132,6 +132,8 @@ def result_path(output: Path | None, script: str, overwrite: bool) -> Path:
 def write_results(path: Path, script: str, arguments: argparse.Namespace, machine: dict, results: dict) -> None:
     """Write `{"script", "arguments", "machine", "results"}` as JSON and say where."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(os, "getloadavg"):
+        machine = {**machine, "load_average_end": [round(value, 2) for value in os.getloadavg()]}
     payload = {
         "script": script,
         "arguments": {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()},

@@ -1,11 +1,12 @@
 """Throughput of `CTALFeatureExtractor` against librosa computing the same features (paper section 3.1.1).
 
 Both compute CTAL's recipe on a batch of synthetic clips (noise, tones and chirps at 16 kHz): the extractor in one
-call (on CPU: SciPy's FFT on the windowed frames, in cache-sized blocks; on GPU: one batched `torch.stft`), librosa
+call (on CPU: SciPy's FFT on the windowed frames, in cache-sized blocks; on GPU: one batched `torch.stft`; on CPU
+the `torch.stft` route is timed too, as the path before the SciPy one), librosa
 one utterance at a time as the authors did (melspectrogram with the same parameters and `pad_mode="reflect"`, log,
 delta, CMVN). librosa runs twice: on float64 samples (the precision the extractor computes in) and on float32 samples
 (librosa then computes in float32). The floor is the FFT alone: `scipy.fft.rfft` of the same windowed, zero-padded
-frames (prepared beforehand), with as many workers as torch has threads. The table gives audio seconds processed per
+frames (prepared beforehand), with one worker as in the extractor. The table gives audio seconds processed per
 wall second (median of `--repeats`, the implementations interleaved), the extractor's speed-up and the largest
 absolute difference from its features; the result file (JSON) adds the machine and library versions.
 
@@ -107,6 +108,13 @@ def run(batch_size: int, seconds: float, repeats: int, device: str, seed: int) -
         batch = extractor(clips, sampling_rate=extractor.sampling_rate, return_tensors="pt", device=device)
         return batch["audio_features"].cpu().numpy()  # back on the CPU: any CUDA work has finished
 
+    # The same extractor with its spectra from `torch.stft` on the CPU too (the CPU path before the SciPy one).
+    with_stft = CTALFeatureExtractor()
+    with_stft._log_mel = with_stft._log_mel_torch
+
+    def ctal_stft() -> np.ndarray:
+        return with_stft(clips, sampling_rate=extractor.sampling_rate, return_tensors="np")["audio_features"]
+
     def with_librosa(dtype):
         inputs = [clip.astype(dtype) for clip in clips]
         return lambda: np.stack([librosa_features(clip, extractor) for clip in inputs])
@@ -115,11 +123,12 @@ def run(batch_size: int, seconds: float, repeats: int, device: str, seed: int) -
 
     def fft_only() -> None:
         for block in frames:
-            scipy.fft.rfft(block, workers=torch.get_num_threads())
+            scipy.fft.rfft(block)
 
     ours = f"CTALFeatureExtractor ({device.type})"
     implementations = {
         ours: ctal,
+        **({"CTALFeatureExtractor, torch.stft on CPU": ctal_stft} if device.type == "cpu" else {}),
         "librosa, float64 input": with_librosa(np.float64),
         "librosa, float32 input": with_librosa(np.float32),
         "FFT alone (scipy.fft.rfft)": fft_only,

@@ -4,8 +4,10 @@ FLOPs and utilisation of the device's dense matrix-product rate.
 Every setting runs in its own process (so its peak memory is its own: resident set size above the loaded model and
 batch on CPU, `torch.cuda.max_memory_allocated` on GPU), `--steps` timed steps after `--warmup` untimed ones, and the
 settings are run `--rounds` times, interleaved, so that load on the machine hits them alike; the table gives medians.
-A training step is forward + backward + AdamW step; inference is a forward pass without labels under
-`torch.inference_mode()`. bf16 is autocast (mixed precision, as `Trainer(bf16=True)`).
+A training step is forward + backward + fused AdamW step (Trainer's default optimiser); inference is a forward pass without labels under
+`torch.inference_mode()`. bf16 is autocast (mixed precision, as `Trainer(bf16=True)`). Besides wall time, each step's
+process CPU time is recorded ("CPU s": summed over threads): with `--threads 1` it is the setting's cost free of the
+waiting that other load on the machine adds to wall time.
 
 For each family, size, task and mode, a baseline (fp32, the first `--attn` the family supports, no gradient
 checkpointing, no compilation) is varied one factor at a time (`--variants`: other attention implementations, bf16,
@@ -115,7 +117,7 @@ def measure(spec: dict) -> dict:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     inputs = model_inputs(spec, device)
     step = make_step(model, inputs, spec, device)
-    times = []
+    times, cpu_times = [], []
     with common.PeakMemory(device) as memory:
         start = time.perf_counter()
         step()
@@ -123,13 +125,15 @@ def measure(spec: dict) -> dict:
         for _ in range(spec["warmup"] - 1):
             step()
         for _ in range(spec["steps"]):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     optimizer = getattr(step, "optimizer", None)
     state = [] if optimizer is None else [value for values in optimizer.state.values() for value in values.values()]
     result = {
         "times": times,
+        "cpu_times": cpu_times,
         "first_step_seconds": first,
         "peak_bytes": memory.peak,
         "optimizer_state_bytes": sum(value.numel() * value.element_size() for value in state if torch.is_tensor(value)),
@@ -249,6 +253,7 @@ def aggregate(settings: list[dict], raw: dict, gemm_rates: dict) -> list[dict]:
         row.update(
             step_seconds=step,
             step_seconds_per_round=[common.median(result["times"]) for result in good],
+            cpu_seconds=common.median([common.median(result["cpu_times"]) for result in good]),
             first_step_seconds=common.median([result["first_step_seconds"] for result in good]),
             samples_per_second=spec["batch_size"] / step,
             audio_seconds_per_second=spec["batch_size"] * spec["frames"] * common.FRAME_SECONDS / step,
@@ -284,13 +289,14 @@ def format_rows(rows: list[dict]) -> list[list]:
     for row in rows:
         name = f"{row['family']} {row['size']} {row['task'][:5]} {row['mode'][:5]}"
         if "error" in row:
-            table.append([name, row["variant"], "failed: " + row["error"][:70]] + [""] * 8)
+            table.append([name, row["variant"], None, "failed (below)"] + [None] * 8)
             continue
         table.append([
             name,
             row["variant"],
             f"{row['parameters'] / 1e6:.1f}",
             f"{row['step_seconds'] * 1e3:.1f}",
+            f"{row['cpu_seconds']:.2f}",
             f"{row['samples_per_second']:.2f}",
             f"{row['audio_seconds_per_second']:.1f}",
             f"{row['peak_bytes'] / 2**20:.0f}",
@@ -367,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.steps} steps x {args.rounds} rounds, medians; {common.machine_line(machine)}")
         gemm = ", ".join(f"{dtype} {rate / 1e12:.3f} TFLOP/s" for dtype, rate in results["gemm_flops_per_second"].items() if rate)
         print(f"Dense {args.gemm_size}^3 GEMM: {gemm}")
-        columns = ["model", "variant", "params M", "step ms", "samples/s", "audio s/s", "peak MiB", "GFLOP", "MFU %", "speed vs base", "mem vs base"]
+        columns = ["model", "variant", "params M", "step ms", "CPU s", "samples/s", "audio s/s", "peak MiB", "GFLOP", "MFU %", "speed vs base", "mem vs base"]
         common.print_table(columns, format_rows(results["rows"]))
+        for row in results["rows"]:
+            if "error" in row:
+                print(f"failed: {row['family']} {row['size']} {row['task']} {row['mode']} {row['variant']}: {row['error']}")
         peers = peer_rows(results["rows"])
         if peers:
             print()

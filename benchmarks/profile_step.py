@@ -41,7 +41,7 @@ MATRIX_OPERATORS = (
     "aten::_scaled_dot_product_cudnn_attention_backward",
 )
 CATEGORIES = (
-    ("optimiser", ("_foreach_", "aten::addcdiv", "aten::lerp", "aten::sqrt")),
+    ("optimiser", ("_fused_adam", "_foreach_", "aten::addcdiv", "aten::lerp")),
     ("softmax", ("softmax",)),
     ("dropout", ("dropout", "bernoulli", "aten::native_dropout")),
     ("layer norm", ("layer_norm",)),

@@ -77,7 +77,13 @@ class ModelArguments:
     tokenizer_vocab_size: int = field(
         default=30000, metadata={"help": "Vocabulary size when the tokenizer is trained on the corpus (paper: 30,000)."}
     )
-    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa or flex_attention."})
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={
+            "help": "eager, sdpa, flex_attention, or blockwise: training memory linear in the audio length with "
+            "attention dropout kept (ctal_hf.blockwise_attention; see benchmarks/README.md)."
+        },
+    )
 
 
 @dataclass

@@ -168,13 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.frames, args.fit_range, args.batch_size = "tiny", [48, 96, 144], [48, 144], 1
         args.attn, args.steps, args.warmup, args.rounds, args.in_process = ["sdpa", "blockwise"], 1, 1, 1, True
-    common.check_device(args.device)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        output = common.result_path(args.output, "audio_length", args.overwrite)
-        machine = common.machine_info(args.device)
+    with common.benchmark_session(args, "audio_length") as (output, machine):
         results = run(args)
         title = (f"CTAL {args.size} pre-training step, batch {args.batch_size}, {args.dtype}, dropout 0.1; "
                  f"{machine['cpu'] if args.device == 'cpu' else machine.get('accelerator', {}).get('name', args.device)}")
@@ -201,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         if plot(results, plot_path, title):
             results["plot"] = str(plot_path)
         common.write_results(output, "audio_length", args, machine, results)
-    finally:
-        torch.set_num_threads(threads)
     return 0
 
 

@@ -7,6 +7,7 @@ Scripts import it as `common` (their own folder is first on `sys.path` when run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -127,6 +128,20 @@ def result_path(output: Path | None, script: str, overwrite: bool) -> Path:
     if output.exists() and not overwrite:
         raise SystemExit(f"{output} exists: pass another --output, or --overwrite to replace it.")
     return output
+
+
+@contextlib.contextmanager
+def benchmark_session(args: argparse.Namespace, script: str) -> Iterator[tuple[Path, dict]]:
+    """The set-up every benchmark script shares: check `--device`, run with `--threads` torch threads (restored on
+    exit), and yield the result path (refusing an existing one without `--overwrite`) and the machine description."""
+    check_device(args.device)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        yield result_path(args.output, script, args.overwrite), machine_info(args.device)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write_results(path: Path, script: str, arguments: argparse.Namespace, machine: dict, results: dict) -> None:

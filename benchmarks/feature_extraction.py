@@ -159,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.seconds, args.repeats = 2, 2.0, 1
-    common.check_device(args.device)
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        output = common.result_path(args.output, "feature_extraction", args.overwrite)
-        machine = common.machine_info(args.device)
+    with common.benchmark_session(args, "feature_extraction") as (output, machine):
         rows = run(args.batch_size, args.seconds, args.repeats, args.device, args.seed)
         print(
             f"CTAL features (section 3.1.1), {args.batch_size} clips x {args.seconds:g} s at 16 kHz, median of "
@@ -176,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
             [[row["name"], f"{row['throughput']:.1f}", f"{row['speedup']:.2f}x", "-" if row["diff"] is None else f"{row['diff']:.2e}"] for row in rows],
         )
         common.write_results(output, "feature_extraction", args, machine, {"rows": rows})
-    finally:
-        torch.set_num_threads(threads)
     return 0
 
 

@@ -106,13 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.workers, args.batches, args.rounds, args.size, args.model_steps = 2, [0, 1], 2, 1, "tiny", 1
-    common.check_device(args.device)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        output = common.result_path(args.output, "input_pipeline", args.overwrite)
-        machine = common.machine_info(args.device)
+    with common.benchmark_session(args, "input_pipeline") as (output, machine):
         manifest = common.demo_manifest(args.corpus)
         named, _ = pipelines(manifest)
         raw = {(name, workers): [] for name in named for workers in args.workers}
@@ -148,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['input_over_model']:.1f}x" if row["input_over_model"] else None] for row in rows],
         )
         common.write_results(output, "input_pipeline", args, machine, {"corpus": str(manifest), "rows": rows})
-    finally:
-        torch.set_num_threads(threads)
     return 0
 
 

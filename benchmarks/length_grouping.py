@@ -76,13 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.size, args.rounds, args.max_batches = 2, "tiny", 1, 3
-    common.check_device(args.device)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        output = common.result_path(args.output, "length_grouping", args.overwrite)
-        machine = common.machine_info(args.device)
+    with common.benchmark_session(args, "length_grouping") as (output, machine):
         manifest = common.demo_manifest(args.corpus)
         frames, tokens = corpus_lengths(manifest)
         device = torch.device(args.device)
@@ -133,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
             [[name, f"{100 * row['padded_frame_share']:.1f}", f"{row['epoch_seconds']:.2f}", f"{row['speedup_vs_random']:.2f}x"] for name, row in rows.items()],
         )
         common.write_results(output, "length_grouping", args, machine, {"corpus": str(manifest), "samplers": rows})
-    finally:
-        torch.set_num_threads(threads)
     return 0
 
 

@@ -359,13 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.batch_size, args.frames, args.tokens = ["tiny"], 1, 32, 8
         args.steps, args.warmup, args.rounds, args.in_process, args.gemm_size = 1, 1, 1, True, 256
         args.attn, args.variants = ["sdpa"], ["checkpointing", "full-mlm-logits"]
-    common.check_device(args.device)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        output = common.result_path(args.output, "model_step", args.overwrite)
-        machine = common.machine_info(args.device)
+    with common.benchmark_session(args, "model_step") as (output, machine):
 
         results = run(args)
         print()
@@ -383,8 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             print()
             common.print_table(["setting", "models", "params M", "throughput ratio", "memory ratio"], peers, title="Peers on the same batches")
         common.write_results(output, "model_step", args, machine, results)
-    finally:
-        torch.set_num_threads(threads)
     return 0
 
 

@@ -272,6 +272,13 @@ def validate_arguments(
         raise ValueError("--predict_dataset is predicted with --do_predict; pass it too.")
 
 
+def resolve_metric_for_best_model(training_args, problem_type: str) -> None:
+    """`--metric_for_best_model auto` -> the task's metric (ua, mae or macro_f1), and whether greater is better."""
+    if training_args.metric_for_best_model == "auto":
+        training_args.metric_for_best_model = default_metric_for_best_model(problem_type)[0]
+    training_args.greater_is_better = training_args.metric_for_best_model.removeprefix("eval_") not in LOWER_IS_BETTER
+
+
 def run_fingerprint(model_args, data_args, training_args) -> dict:
     """The arguments that decide what a run trains and measures; a resumed sweep must repeat them."""
     fingerprint = {**asdict(model_args)}
@@ -583,6 +590,15 @@ def protocol_lines(data_args, training_args, fold: str | None = None) -> list[st
     return lines
 
 
+def training_details(training_args, data_args, config) -> dict:
+    """The hyper-parameters a model card lists."""
+    details = {name: getattr(getattr(training_args, name), "value", getattr(training_args, name))
+               for name in TRAINING_ARGUMENTS if hasattr(training_args, name)}
+    details.update(train_fraction=data_args.train_fraction, class_weights=data_args.class_weights,
+                   orthogonal_loss_weight=getattr(config, "orthogonal_loss_weight", None))
+    return details
+
+
 def write_json(path: Path, content) -> None:
     path.write_text(json.dumps(content, indent=2, default=str) + "\n")
 
@@ -702,10 +718,6 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
             write_predictions(run.output_dir / "predict_results.tsv", predict_data["id"], output.predictions, spec,
                               trainer.model.config, references, run.selected_on_test)
     if trainer.is_world_process_zero():
-        details = {name: getattr(getattr(training_args, name), "value", getattr(training_args, name))
-                   for name in TRAINING_ARGUMENTS if hasattr(training_args, name)}
-        details.update(train_fraction=data_args.train_fraction, class_weights=data_args.class_weights,
-                       orthogonal_loss_weight=getattr(trainer.model.config, "orthogonal_loss_weight", None))
         card_results = {key: results[key] for key in ("validation", "selection (test data)", "test") if key in results}
         model_name = f"{run.output_dir.parent.name}-fold-{run.name}" if run.name else run.output_dir.name
         write_finetuned_card(
@@ -713,7 +725,7 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
             model_type=trainer.model.config.model_type, problem_type=spec.problem_type, label_names=spec.names,
             base_model=base_model, dataset=data_args.dataset, protocol=results["protocol"],
             selected_on_test=run.selected_on_test, results=card_results, label_counts=results["label_counts"],
-            training_details=details,
+            training_details=training_details(training_args, data_args, trainer.model.config),
         )
         # Written last: its presence marks the run as finished for a repeated command.
         write_json(run.output_dir / RESULTS, results)
@@ -819,9 +831,7 @@ def main(argv: list[str] | None = None) -> dict:
                                              label_separator=data_args.label_separator)
     if data_args.class_weights and spec.problem_type != "single_label_classification":
         raise ValueError(f"--class_weights applies to single-label classification, not {spec.problem_type}.")
-    if training_args.metric_for_best_model == "auto":
-        training_args.metric_for_best_model = default_metric_for_best_model(spec.problem_type)[0]
-    training_args.greater_is_better = training_args.metric_for_best_model.removeprefix("eval_") not in LOWER_IS_BETTER
+    resolve_metric_for_best_model(training_args, spec.problem_type)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = data_summary(data["train"], spec, data_args.group_column) if data["train"] is not None else {}

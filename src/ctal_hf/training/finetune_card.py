@@ -53,6 +53,7 @@ def render_finetuned_card(
     results: Mapping[str, Mapping[str, float]],
     label_counts: Mapping[str, Mapping[str, int]] | None = None,
     training_details: Mapping[str, Any] | None = None,
+    verification: bool = False,
 ) -> str:
     """The card (YAML metadata + markdown).
 
@@ -70,12 +71,15 @@ def render_finetuned_card(
         results: `{split name: {metric: value}}`, e.g. `{"validation": {...}, "test": {...}}`.
         label_counts: `{split name: {label: count}}` of the data used.
         training_details: hyper-parameters shown as a table.
+        verification: a speaker classifier whose embeddings are scored for speaker verification
+            (`examples/run_speaker_verification.py`): the card describes that task and metric, lists no speakers, and
+            shows how to score two utterances.
     """
     hub_dataset = _hub_id(dataset)
     eval_results = [
         EvalResult(
             task_type="audio-classification",
-            task_name=TASK_NAMES[problem_type],
+            task_name="speaker verification" if verification else TASK_NAMES[problem_type],
             dataset_type=hub_dataset or "custom",
             dataset_name=f"{hub_dataset or Path(dataset).name} ({split})",
             metric_type=metric,
@@ -119,6 +123,7 @@ def render_finetuned_card(
                      for metric in sorted({metric for values in results.values() for metric in values})],
         training_details=sorted((training_details or {}).items()),
         citation=CITATIONS.get(model_type),
+        verification=verification,
     )
     return str(card)
 

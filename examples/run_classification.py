@@ -240,6 +240,7 @@ def validate_arguments(
     if (model_args.model_name_or_path is None) == (model_args.config_name is None):
         raise ValueError("Pass exactly one of --model_name_or_path (fine-tune a checkpoint) and --config_name "
                          "(randomly initialised weights).")
+    check_processor_source(model_args)
     choices = {"cross_validation": CROSS_VALIDATION, "model_selection": MODEL_SELECTION,
                "validation_split_by": VALIDATION_SPLITS, "problem_type": (None, *PROBLEM_TYPES),
                "class_weights": (None, "balanced")}
@@ -277,6 +278,14 @@ def resolve_metric_for_best_model(training_args, problem_type: str) -> None:
     if training_args.metric_for_best_model == "auto":
         training_args.metric_for_best_model = default_metric_for_best_model(problem_type)[0]
     training_args.greater_is_better = training_args.metric_for_best_model.removeprefix("eval_") not in LOWER_IS_BETTER
+
+
+def check_processor_source(model_args: ModelArguments) -> None:
+    """Random weights of a preset or config file come without a tokenizer: --processor_name must name one."""
+    name = model_args.config_name
+    if name and model_args.processor_name is None and not Path(name).is_dir():
+        raise ValueError(f"--config_name {name} has no tokenizer: pass --processor_name (a saved processor or CTAL "
+                         "tokenizer folder, e.g. the one of the pre-trained model you compare with).")
 
 
 def run_fingerprint(model_args, data_args, training_args) -> dict:
@@ -451,9 +460,6 @@ def build_model(model_args: ModelArguments, spec: LabelSpec):
     if model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(name, **labels)
     elif name in CTAL_PRESETS:
-        if model_args.processor_name is None:
-            raise ValueError(f"--config_name {name} has no tokenizer: pass --processor_name (a saved processor or CTAL "
-                             "tokenizer folder, e.g. the one of the pre-trained model you compare with).")
         tokenizer_size = len(load_processor(processor_name, CTALConfig.from_preset(name)).tokenizer)
         config = CTALConfig.from_preset(name, vocab_size=tokenizer_size, **labels)
     else:

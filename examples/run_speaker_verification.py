@@ -130,6 +130,7 @@ def validate_arguments(model_args, args: VerificationArguments, training_args) -
     if (model_args.model_name_or_path is None) == (model_args.config_name is None):
         raise ValueError("Pass exactly one of --model_name_or_path (a checkpoint) and --config_name (randomly "
                          "initialised weights).")
+    run_classification.check_processor_source(model_args)
     for name, allowed in (("protocol", PROTOCOLS), ("score_norm", SCORE_NORMS)):
         if getattr(args, name) not in allowed:
             raise ValueError(f"--{name} must be one of {list(allowed)}, got {getattr(args, name)!r}.")

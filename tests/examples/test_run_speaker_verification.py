@@ -139,8 +139,10 @@ def test_test_speaker_seen_in_training_is_refused(corpus, tiny, tmp_path):
 
 
 def test_authors_random_protocol_is_labelled(corpus, tiny, tmp_path):
+    """On the corpus as a LibriSpeech folder (its release layout), with the pre-trained checkpoint as it is."""
     output_dir = tmp_path / "ge2e"
-    run_speaker_verification.main(["--model_name_or_path", str(tiny), "--do_train", "false", "--dataset", str(corpus),
+    run_speaker_verification.main(["--model_name_or_path", str(tiny), "--do_train", "false", "--dataset",
+                                   str(corpus.parent),
                                    "--test_speakers", ",".join(TEST_SPEAKERS), "--protocol", "ge2e_random",
                                    "--output_dir", str(output_dir), "--report_to", "none"])
     results = json.loads((output_dir / "eval_results.json").read_text())
@@ -204,3 +206,10 @@ def test_fine_tuned_embeddings_beat_random_weights(tmp_path):
             eers[series].append(json.loads((output_dir / "eval_results.json").read_text())["eval_eer"])
     for fine_tuned, random in zip(eers["fine-tuned"], eers["random"]):
         assert fine_tuned <= random - 0.08, eers
+
+
+def test_random_weights_need_a_tokenizer(corpus, tmp_path):
+    with pytest.raises(ValueError, match="has no tokenizer: pass --processor_name"):
+        run_speaker_verification.main(["--config_name", str(ROOT / "examples/configs/ctal-demo.json"), "--dataset",
+                                       str(corpus), "--test_speakers", "105", "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,8 @@ test-clean speakers, a balanced trial list drawn with a seed and written next to
 A fixed trial list in the VoxCeleb format (`label enroll test` lines naming utterance ids or audio paths):
     ... --trials veri_test2.txt
 Training is done by `examples/run_classification.py`'s code (Trainer, the paper's recipe, checkpoints selected on
-held-out utterances of the training speakers); `--do_train false` evaluates a given model as it is.
+held-out utterances of the training speakers; `accelerate launch` trains on several GPUs, then the main process embeds
+and scores); `--do_train false` evaluates a given model as it is.
 """
 
 from __future__ import annotations
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
         validation = json.loads((output_dir / "eval_results.json").read_text())
         results.update({f"speaker_classification_{key}": value for key, value in validation.items()
                         if key.startswith("eval_")})
+    if training_args.process_index != 0:  # the other processes of a distributed run have helped train; one scores
+        return results
     model, processor, base_model = load_model(model_args, training_args, output_dir, spec)
 
     embeddings = utterance_embeddings(model, processor, test, batch_size=training_args.per_device_eval_batch_size,

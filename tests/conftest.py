@@ -121,6 +121,32 @@ def tiny_ctal_checkpoint(iemocap_tree, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_cma_checkpoint(iemocap_tree, tmp_path_factory):
+    """A tiny AudioTextCMA folder (random wav2vec 2.0 and BERT encoders, a WordPiece vocabulary of the tree's words):
+    the second model family, which must train through the same script."""
+    from transformers import BertConfig, BertTokenizer, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+    from ctal_hf import AudioTextCMAConfig, AudioTextCMAForSequenceClassification, AudioTextCMAProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-cma")
+    words = sorted({word.strip(".").lower() for value in iemocap_tree[1].values() for word in value["text"].split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "."]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    speech = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                            do_stable_layer_norm=True, conv_bias=True, conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3),
+                            conv_stride=(5, 2, 2), mask_time_prob=0.0, vocab_size=10)
+    text = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      intermediate_size=37, max_position_embeddings=64)
+    config = AudioTextCMAConfig(audio_config=speech, text_config=text, hidden_size=16, conv_dim=(16, 16),
+                                num_attention_heads=4, intermediate_size=16, num_labels=4)
+    AudioTextCMAForSequenceClassification(config).save_pretrained(folder)
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), model_max_length=32)
+    AudioTextCMAProcessor(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def asr_dir(tmp_path_factory):
     """A tiny randomly initialised wav2vec2 CTC recogniser at 8 kHz (so the pipeline must resample for it), whose
     blank token is suppressed so that every frame emits a letter and the transcript is never empty."""

@@ -35,7 +35,7 @@ def model_fingerprint(model: torch.nn.Module, processor: Any = None) -> str:
         digest.update(feature_extractor.to_json_string().encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

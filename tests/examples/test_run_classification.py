@@ -247,32 +247,6 @@ def test_sentiment_regression_from_a_manifest_with_random_weights(iemocap_tree, 
     assert not (output_dir / "confusion_matrix.png").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_cma_checkpoint(iemocap_tree, tmp_path_factory):
-    """A tiny AudioTextCMA folder (random wav2vec 2.0 and BERT encoders, a WordPiece vocabulary of the tree's words):
-    the second model family, which must train through the same script."""
-    from transformers import BertConfig, BertTokenizer, Wav2Vec2Config, Wav2Vec2FeatureExtractor
-
-    from ctal_hf import AudioTextCMAConfig, AudioTextCMAForSequenceClassification, AudioTextCMAProcessor
-
-    folder = tmp_path_factory.mktemp("tiny-cma")
-    words = sorted({word.strip(".").lower() for value in iemocap_tree[1].values() for word in value["text"].split()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "."]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    speech = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
-                            do_stable_layer_norm=True, conv_bias=True, conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3),
-                            conv_stride=(5, 2, 2), mask_time_prob=0.0, vocab_size=10)
-    text = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                      intermediate_size=37, max_position_embeddings=64)
-    config = AudioTextCMAConfig(audio_config=speech, text_config=text, hidden_size=16, conv_dim=(16, 16),
-                                num_attention_heads=4, intermediate_size=16, num_labels=4)
-    AudioTextCMAForSequenceClassification(config).save_pretrained(folder)
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"), model_max_length=32)
-    AudioTextCMAProcessor(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer).save_pretrained(folder)
-    return folder
-
-
 def test_the_second_model_family_trains_through_the_same_script(iemocap_tree, tiny_cma_checkpoint, tmp_path):
     from ctal_hf import AudioTextCMAForSequenceClassification
 

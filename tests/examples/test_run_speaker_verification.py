@@ -213,3 +213,18 @@ def test_random_weights_need_a_tokenizer(corpus, tmp_path):
         run_speaker_verification.main(["--config_name", str(ROOT / "examples/configs/ctal-demo.json"), "--dataset",
                                        str(corpus), "--test_speakers", "105", "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_second_model_family_runs_through_the_same_script(corpus, tiny_cma_checkpoint, tmp_path):
+    """AudioTextCMA: its pooled vector is the embedding; plain s-norm against all training speakers."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ctal_hf import AudioTextCMAForSequenceClassification
+
+    output_dir = tmp_path / "cma"
+    run_speaker_verification.main([*arguments(corpus, tiny_cma_checkpoint, output_dir, "--score_norm", "s-norm"),
+                                   "--ignore_mismatched_sizes", "true"])
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["eval_score_norm"] == "cosine, s-norm (4 training speakers)" and 0 <= results["eval_eer"] <= 1
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    assert isinstance(model, AudioTextCMAForSequenceClassification) and model.config.num_labels == 4

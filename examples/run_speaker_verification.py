@@ -325,11 +325,23 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = load_data(args, data_args)
     logger.info("Speakers: %d training (%d utterances), %d test (%d utterances)", len(set(train["speaker"])),
                 len(train), len(set(test["speaker"])), len(test))
-    trials = read_trials(args.trials) if args.trials else None
-    if trials is not None:
+    num_train_speakers = len(set(train["speaker"]))
+    if args.score_norm == "as-norm" and args.cohort_top_n > num_train_speakers:
+        raise ValueError(f"--cohort_top_n {args.cohort_top_n} exceeds the cohort of {num_train_speakers} training "
+                         "speakers; pass a smaller one.")
+    # The trials are settled before training, so an impossible request fails before any work.
+    trials, rows = None, None
+    if args.trials:
+        trials = read_trials(args.trials)
         rows = match_trials(trials, list(test["id"]), [str(audio) for audio in test["audio"]])
-        named = test.select(sorted(set(rows.values())))
-        check_disjoint_speakers(train["speaker"], named["speaker"])
+        check_disjoint_speakers(train["speaker"], test.select(sorted(set(rows.values())))["speaker"])
+    elif args.protocol == "trials":
+        try:
+            trials = generate_trials(test["id"], test["speaker"], args.num_trials, seed=args.trials_seed,
+                                     train_speakers=train["speaker"])
+        except ValueError as error:
+            raise ValueError(f"{error} (--num_trials {args.num_trials})") from None
+        rows = {row_id: index for index, row_id in enumerate(test["id"])}
 
     output_dir.mkdir(parents=True, exist_ok=True)
     spec = None
@@ -366,21 +378,14 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["ge2e_random_eer"] = ge2e_random_eer(embeddings, test["speaker"], seed=args.trials_seed)
         summary = f"authors' random GE2E EER {metrics['ge2e_random_eer']:.2%} (not a trial-list EER)"
     else:
-        if trials is None:
-            try:
-                trials = generate_trials(test["id"], test["speaker"], args.num_trials, seed=args.trials_seed,
-                                         train_speakers=train["speaker"])
-            except ValueError as error:
-                raise ValueError(f"{error} (--num_trials {args.num_trials})") from None
-            rows = {row_id: index for index, row_id in enumerate(test["id"])}
+        if resume is not None:  # a resumed run writes its trials and scores again
+            for name in ("trials.txt", "scores.txt"):
+                (output_dir / name).unlink(missing_ok=True)
         trials_path = write_trials(trials, output_dir / "trials.txt")
         vectors = {name: embeddings[index] for name, index in rows.items()}
         cohort = None
         if args.score_norm != "none":
             cohort = cohort_embeddings(model, processor, train, args, training_args, cache_dir)
-            if args.score_norm == "as-norm" and args.cohort_top_n > len(cohort):
-                raise ValueError(f"--cohort_top_n {args.cohort_top_n} exceeds the cohort of {len(cohort)} training "
-                                 "speakers; pass a smaller one.")
         top_n = args.cohort_top_n if args.score_norm == "as-norm" else None
         scores = score_trials(trials, vectors, cohort=cohort, top_n=top_n)
         labels = np.array([trial.label for trial in trials])

@@ -159,6 +159,8 @@ def test_authors_random_protocol_is_labelled(corpus, tiny, tmp_path):
         (["--test_speakers", "105", "--protocol", "ge2e_random", "--trials", "t.txt"], "drop --trials"),
         (["--test_speakers", "105", "--score_norm", "znorm"], "--score_norm must be one of"),
         (["--test_speakers", "999"], r"--test_speakers \['999'\] have no utterances"),
+        (["--test_speakers", "105,106", "--num_trials", "500"], r"ask for fewer trials. \(--num_trials 500\)"),
+        (["--test_speakers", "105", "--score_norm", "as-norm"], "--cohort_top_n 300 exceeds the cohort of 7 training"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(corpus, tiny, tmp_path, extra, error):

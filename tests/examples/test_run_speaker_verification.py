@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_CTAL
 from ctal_hf import CTALConfig, CTALForPreTraining, train_ctal_tokenizer
 from ctal_hf.metrics.verification import compute_eer
 from ctal_hf.models.ctal.processing_ctal import processor_for_config
@@ -43,7 +42,8 @@ def tiny(corpus, tmp_path_factory):
     """A tiny CTAL checkpoint as pre-training leaves it (random weights, a tokenizer of the corpus's transcripts)."""
     texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
     tokenizer = train_ctal_tokenizer(texts * 10, vocab_size=300)
-    config = CTALConfig(vocab_size=len(tokenizer), **TINY_CTAL)
+    config = CTALConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, max_audio_frames=800)
     folder = tmp_path_factory.mktemp("tiny")
     CTALForPreTraining(config).save_pretrained(folder)
     processor_for_config(tokenizer, config).save_pretrained(folder)

@@ -361,7 +361,7 @@ class ModelFamily:
 
     build(size, task, attn_implementation) -> model; inputs(batch, task, options) -> forward keyword arguments;
     attn_implementations: those it supports; gradient_checkpointing: whether it supports it; description: one line
-    for the README (how the size is matched to CTAL's).
+    for the README (how the size is matched to CTAL's); tasks: the `TASKS` it has a model for.
     """
 
     build: Callable[[str, str, str], torch.nn.Module]
@@ -369,6 +369,7 @@ class ModelFamily:
     attn_implementations: tuple[str, ...]
     gradient_checkpointing: bool
     description: str
+    tasks: tuple[str, ...] = TASKS
 
 
 def _build_ctal(size: str, task: str, attn: str) -> torch.nn.Module:
@@ -450,6 +451,54 @@ def _lxmert_inputs(batch: dict, task: str, options: dict) -> dict:
     }
 
 
+def audio_text_cma_config(size: str):
+    """AudioTextCMAConfig matched to CTAL at `size`, with random-weight encoders built from local sub-configs (no
+    download): a wav2vec 2.0 speech encoder and a BERT text encoder each with CTAL's width, heads, FFN and depth per
+    stream (N layers; CTAL's vocabulary for BERT), wav2vec 2.0's convolutional feature encoder (7 blocks of 512
+    channels; of `hidden_size` channels at the tiny size), and the paper's layers above them at their published
+    sizes (2 conv blocks, BiLSTM, cross-modal attentions of width 256; section 4)."""
+    from transformers import BertConfig, Wav2Vec2Config
+
+    from ctal_hf import AudioTextCMAConfig
+
+    reference = ctal_config(size)
+    stack = {
+        "hidden_size": reference.hidden_size,
+        "num_hidden_layers": reference.num_hidden_layers,
+        "num_attention_heads": reference.num_attention_heads,
+        "intermediate_size": reference.intermediate_size,
+    }
+    conv = {} if size != "tiny" else {"conv_dim": (reference.hidden_size,) * 7, "num_conv_pos_embeddings": 16}
+    return AudioTextCMAConfig(
+        audio_config=Wav2Vec2Config(**stack, **conv),
+        text_config=BertConfig(**stack, vocab_size=reference.vocab_size),
+        num_labels=NUM_LABELS,
+    )
+
+
+def _build_audio_text_cma(size: str, task: str, attn: str) -> torch.nn.Module:
+    from ctal_hf import AudioTextCMAForSequenceClassification
+
+    return AudioTextCMAForSequenceClassification._from_config(audio_text_cma_config(size), attn_implementation=attn)
+
+
+def _audio_text_cma_inputs(batch: dict, task: str, options: dict) -> dict:
+    """The shared batch as this family reads it: its own front-end takes 16 kHz waveforms, so each utterance gets
+    noise of the batch's duration (frames x 200 samples, CTAL's 12.5 ms hop), and its tokens go to BERT unchanged
+    (ids below both vocabularies' sizes)."""
+    batch_size, frames, _ = batch["audio_features"].shape
+    samples = frames * 200
+    generator = torch.Generator().manual_seed(0)
+    waveforms = 0.1 * torch.randn(batch_size, samples, generator=generator)
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "input_values": waveforms.to(batch["audio_features"].device),
+        "audio_attention_mask": torch.ones(batch_size, samples, dtype=torch.long, device=batch["audio_features"].device),
+        "labels": batch["class_labels"],
+    }
+
+
 # Add a family with one entry here: its builder at a size, and how it takes the shared batch.
 FAMILIES: dict[str, ModelFamily] = {
     "ctal": ModelFamily(
@@ -468,6 +517,17 @@ FAMILIES: dict[str, ModelFamily] = {
             "transformers' LxmertForPreTraining / LxmertForQuestionAnswering, same width and depth per stream "
             "(1 language + 1 audio layer + N-1 cross-modality layers), frames as visual features"
         ),
+    ),
+    "audio_text_cma": ModelFamily(
+        build=_build_audio_text_cma,
+        inputs=_audio_text_cma_inputs,
+        attn_implementations=("sdpa", "eager"),
+        gradient_checkpointing=True,
+        description=(
+            "AudioTextCMAForSequenceClassification (this package, the second family): random-weight wav2vec 2.0 and "
+            "BERT encoders of CTAL's width and depth per stream, waveforms of the same duration as input"
+        ),
+        tasks=("classification",),
     ),
 }
 

@@ -153,7 +153,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
         family = common.FAMILIES[family_name]
         attns = [attn for attn in args.attn if attn in family.attn_implementations] or [family.attn_implementations[0]]
         for size in args.sizes:
-            for task in args.tasks:
+            for task in [task for task in args.tasks if task in family.tasks]:
                 for mode in args.modes:
                     base = {
                         "family": family_name,

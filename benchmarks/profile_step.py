@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.batch_size, args.frames, args.tokens, args.steps, args.warmup = "tiny", 1, 32, 8, 1, 1
+    if args.task not in common.FAMILIES[args.family].tasks:
+        parser.error(f"--task {args.task}: {args.family} has models for {common.FAMILIES[args.family].tasks}")
     if args.attn not in common.FAMILIES[args.family].attn_implementations:
         parser.error(f"--attn {args.attn}: {args.family} supports {common.FAMILIES[args.family].attn_implementations}")
     common.check_device(args.device)

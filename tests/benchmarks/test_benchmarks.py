@@ -79,7 +79,10 @@ def test_model_step(tmp_path, capsys):
     expected = {
         ("ctal", "pretraining", "train", variant) for variant in ("baseline", "checkpointing", "full-mlm-logits")
     } | {("lxmert", task, mode, "baseline") for task in ("pretraining", "classification") for mode in ("train", "inference")}
-    assert expected <= rows.keys()
+    # The second family has no pre-training model: classification only, with gradient checkpointing.
+    expected |= {("audio_text_cma", "classification", mode, "baseline") for mode in ("train", "inference")}
+    expected |= {("audio_text_cma", "classification", "train", "checkpointing")}
+    assert expected <= rows.keys() and not {row for row in rows if row[:2] == ("audio_text_cma", "pretraining")}
     for row in rows.values():
         assert "error" not in row, row
         assert row["samples_per_second"] > 0 and row["peak_bytes"] is not None
@@ -87,7 +90,8 @@ def test_model_step(tmp_path, capsys):
     assert baseline["flops"] > 0 and 0 < baseline["mfu"] and results["gemm_flops_per_second"]["fp32"] > 0
     # The full MLM projection does more work than the masked-positions path: counted, not timed.
     assert rows[("ctal", "pretraining", "train", "full-mlm-logits")]["flops"] > baseline["flops"]
-    assert "Peers on the same batches" in table and "MFU %" in table
+    assert "Peers on the same batches" in table and "MFU %" in table and "ctal (sdpa) / audio_text_cma (sdpa)" in table
+    assert rows[("audio_text_cma", "classification", "train", "baseline")]["flops"] > 0
 
 
 def test_profile_step(tmp_path, capsys):

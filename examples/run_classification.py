@@ -44,6 +44,7 @@ from transformers import (
 from transformers.trainer_utils import IntervalStrategy
 
 import ctal_hf  # noqa: F401  (registers both model families with the Auto classes)
+from ctal_hf.data.features import add_length_column
 from ctal_hf.data.labelled import DataCollatorForAudioTextClassification, LabelSpec, prepare_labels
 from ctal_hf.data.sources import load_speech_dataset
 from ctal_hf.metrics import (
@@ -653,7 +654,9 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
         weights = compute_class_weight("balanced", classes=np.arange(spec.num_labels), y=present)
         logger.info("Class weights: %s", dict(zip(spec.names, np.round(weights, 4))))
         compute_loss_func = weighted_loss(model, weights)
-    trainer = Trainer(
+    if training_args.do_train and training_args.train_sampling_strategy == "group_by_length":
+        run.train = with_lengths(run.train, processor, training_args)
+    trainer = FineTuningTrainer(
         model=model,
         args=training_args,
         train_dataset=run.train if training_args.do_train else None,
@@ -769,6 +772,30 @@ def summarize_sweep(output_dir: Path, data_args, spec: LabelSpec, fold_names: li
                 plot_confusion_matrix(matrix, spec.names, output_dir / "confusion_matrix_pooled.png", title)
     write_json(output_dir / "cv_results.json", summary)
     return summary
+
+
+class FineTuningTrainer(Trainer):
+    """`Trainer` that evaluates and predicts in the dataset's order. With `--train_sampling_strategy group_by_length`
+    transformers also regroups evaluation batches by length, which would pair the predictions written here
+    (predict_results.tsv, results.json) with the wrong rows."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Trainer's sampler without length grouping: in order (across processes, accelerate shards that order).
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+def with_lengths(dataset: datasets.Dataset, processor, training_args) -> datasets.Dataset:
+    """The training rows with their audio length in frames (`--length_column_name`, read from the file headers by
+    `ctal_hf.add_length_column`), which `--train_sampling_strategy group_by_length` batches by."""
+    feature_extractor = getattr(processor, "feature_extractor", None)
+    if not hasattr(feature_extractor, "num_frames"):
+        raise ValueError(
+            f"--train_sampling_strategy group_by_length batches by audio frames, which the "
+            f"{type(feature_extractor).__name__} of this model does not count; use --train_sampling_strategy random."
+        )
+    return add_length_column(dataset, processor, column_name=training_args.length_column_name)
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -263,6 +263,52 @@ def test_the_second_model_family_trains_through_the_same_script(iemocap_tree, ti
                                            "Session2", "--orthogonal_loss_weight", "0"))
 
 
+def test_length_grouped_batches_on_the_demo_corpus(checkpoint, tmp_path, monkeypatch):
+    """--train_sampling_strategy group_by_length: the training rows get their frame counts (`add_length_column`),
+    Trainer's LengthGroupedSampler batches them and the run trains end to end; evaluation is not regrouped, so the
+    predictions stay paired with their rows."""
+    pytest.importorskip("espeakng_loader")
+    import soundfile
+    from transformers import pipeline
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from ctal_hf import CTALFeatureExtractor
+    from ctal_hf.data.demo_tasks import build_transitivity_task
+    from ctal_hf.data.sources import load_speech_dataset
+
+    task = build_transitivity_task(tmp_path / "corpus", num_utterances=80)
+    samplers = []
+    get_sampler = run_classification.Trainer._get_train_sampler
+
+    def spy(self, *args, **kwargs):
+        samplers.append(get_sampler(self, *args, **kwargs))
+        return samplers[-1]
+
+    monkeypatch.setattr(run_classification.Trainer, "_get_train_sampler", spy)
+    output_dir = tmp_path / "grouped"
+    results = run_classification.main([
+        "--model_name_or_path", str(checkpoint), "--dataset", str(task), "--train_split", "train", "--eval_split",
+        "validation", "--test_split", "test", "--do_predict", "--train_sampling_strategy", "group_by_length",
+        "--output_dir", str(output_dir), *FAST,
+    ])
+    assert samplers and all(isinstance(sampler, LengthGroupedSampler) for sampler in samplers)
+    extractor = CTALFeatureExtractor.from_pretrained(checkpoint)
+    train = load_speech_dataset(str(task), split="train")
+    frames = [extractor.num_frames(soundfile.info(path).frames) for path in train["audio"]]
+    assert samplers[0].lengths == frames and len(set(frames)) > 1
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and np.isfinite(state["log_history"][-1]["train_loss"])
+
+    predictions = pd.read_csv(output_dir / "predict_results.tsv", sep="\t")
+    test = load_speech_dataset(str(task), split="test")
+    assert predictions["id"].tolist() == test["id"]
+    classifier = pipeline("audio-text-classification", model=str(output_dir), device="cpu")
+    scores = classifier([{"audio": row["audio"], "text": row["text"]} for row in test], batch_size=4, top_k=None)
+    for result, (_, row) in zip(scores, predictions.iterrows()):
+        assert {entry["label"]: entry["score"] for entry in result} == pytest.approx(
+            {name: row[f"score_{name}"] for name in results["label_names"]}, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     "extra, error",
     [

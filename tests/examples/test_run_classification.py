@@ -261,6 +261,10 @@ def test_the_second_model_family_trains_through_the_same_script(iemocap_tree, ti
     with pytest.raises(ValueError, match="has no orthogonal loss"):
         run_classification.main(sweep_args(iemocap_tree[0], tiny_cma_checkpoint, tmp_path / "ortho", "--folds",
                                            "Session2", "--orthogonal_loss_weight", "0"))
+    # Its wav2vec 2.0 feature extractor counts no frames to group batches by.
+    with pytest.raises(ValueError, match="Wav2Vec2FeatureExtractor of this model does not count"):
+        run_classification.main(sweep_args(iemocap_tree[0], tiny_cma_checkpoint, tmp_path / "grouped", "--folds",
+                                           "Session2", "--train_sampling_strategy", "group_by_length"))
 
 
 def test_length_grouped_batches_on_the_demo_corpus(checkpoint, tmp_path, monkeypatch):

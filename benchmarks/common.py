@@ -191,15 +191,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_times(functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_times(
+    functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, lead_in: float = 0.0
+) -> dict[str, list[float]]:
     """Wall-clock seconds of each function, `repeats` times, interleaved (one call of each per round) so that a burst
-    of load on the machine hits them all alike; `warmup` untimed rounds first."""
+    of load on the machine hits them all alike; `warmup` untimed rounds first. Untimed calls during `lead_in` seconds
+    right before each timed one measure a function as in a loop of calls, not just after another one, whose worker
+    threads may still hold the cores (OpenBLAS's spin for a while after each product)."""
     for _ in range(warmup):
         for function in functions.values():
             function()
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
+            until = time.perf_counter() + lead_in
+            while time.perf_counter() < until:
+                function()
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)

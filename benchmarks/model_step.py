@@ -26,6 +26,7 @@ timed in every round.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,26 @@ def make_step(model: torch.nn.Module, inputs: dict, spec: dict, device: torch.de
     return step
 
 
+def conv_backward_flops(
+    grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups,
+    output_mask, out_shape, **kwargs
+) -> int:
+    """FLOPs of a convolution's backward pass: the input and the weight gradient each cost what the forward product
+    does, 2 x batch x output positions x weight elements. torch 2.13's counter counts the weight gradient of a grouped
+    convolution as if it were ungrouped (pytorch/pytorch#183405): 16x too much for wav2vec 2.0's positional
+    convolution, which would put AudioTextCMA's training step above 100% MFU. Transposed convolutions keep torch's
+    formula."""
+    from torch.utils.flop_counter import conv_backward_flop
+
+    if transposed:
+        return conv_backward_flop(
+            grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups,
+            output_mask, out_shape,
+        )
+    forward = 2 * grad_out_shape[0] * math.prod(grad_out_shape[2:]) * math.prod(w_shape)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def count_flops(spec: dict, device: torch.device) -> int:
     """FLOPs of one step of the eager-attention fp32 model (forward, plus backward in training)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -97,7 +118,8 @@ def count_flops(spec: dict, device: torch.device) -> int:
     model = build(spec, "eager").to(device)
     inputs = model_inputs(spec, device)
     model.train(spec["mode"] == "train")
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         if spec["mode"] == "train":
             model(**inputs).loss.backward()
         else:

@@ -100,6 +100,24 @@ def test_model_step(tmp_path, capsys):
     assert rows[("audio_text_cma", "classification", "train", "baseline")]["flops"] > 0
 
 
+def test_convolution_backward_flops_count_groups():
+    """model_step's count of a convolution's backward pass: each gradient costs the forward product, grouped or not
+    (torch's own formula counts a grouped weight gradient as ungrouped)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = load("model_step")
+    for groups in (1, 16):
+        convolution = torch.nn.Conv1d(64, 64, 8, groups=groups)
+        inputs = torch.randn(2, 64, 50, requires_grad=True)
+        mapping = {torch.ops.aten.convolution_backward: module.conv_backward_flops}
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            output = convolution(inputs)
+            forward = counter.get_total_flops()
+            output.sum().backward()
+        assert forward == 2 * 2 * 43 * 64 * (64 // groups) * 8  # batch x positions x weights, multiply-adds
+        assert counter.get_total_flops() == 3 * forward  # + input and weight gradients
+
+
 def test_profile_step(tmp_path, capsys):
     table, results = run_quick("profile_step", tmp_path, capsys)
     assert results["top_operators"] and abs(sum(results["category_shares"].values()) - 1) < 1e-6

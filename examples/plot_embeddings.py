@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.manifold import TSNE
 from transformers import AutoModelForSequenceClassification, set_seed
 
@@ -26,7 +27,7 @@ import ctal_hf  # noqa: F401  (registers both model families with the Auto class
 import run_classification
 from ctal_hf.data.sources import load_speech_dataset
 from ctal_hf.embeddings import utterance_embeddings
-from ctal_hf.speaker_verification import l2_normalize
+from ctal_hf.speaker_verification import draw_per_speaker, l2_normalize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw, of t-SNE and of a fresh head.")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (below the point count).")
     parser.add_argument("--batch_size", type=int, default=8, help="Utterances per forward pass.")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
     parser.add_argument("--cache_dir", help="Per-utterance embedding cache (see ctal_hf.embeddings); default none.")
     parser.add_argument("--output", default="embeddings_tsne.png", help="PNG to write (a .tsv of the points beside).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output.")
@@ -52,17 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def draw_per_class(classes: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
-    """Sorted row indices: up to `max_per_class` rows of every class, drawn with `seed`."""
-    if max_per_class < 1:
-        raise ValueError(f"--max_per_class must be at least 1, got {max_per_class}.")
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(classes == name))[:max_per_class] for name in sorted(set(classes))]
-    return np.sort(np.concatenate(chosen))
-
-
 def plot(points: pd.DataFrame, path: Path, title: str) -> None:
-    """A scatter plot of the points, one colour per class (a legend up to 20 classes)."""
+    """A scatter plot of the points, one colour and marker pair per class (up to 80 distinct pairs, e.g. the 40
+    speakers of LibriSpeech test-clean), with a legend beside it up to 80 classes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,17 +63,19 @@ def plot(points: pd.DataFrame, path: Path, title: str) -> None:
 
     names = sorted(points["class"].unique(), key=run_classification.natural_key)
     colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
-    figure, axes = plt.subplots(figsize=(6.5, 6))
+    markers = "os^D"
+    figure, axes = plt.subplots(figsize=(8.5 if len(names) > 20 else 6.5, 6))
     for number, name in enumerate(names):
         part = points[points["class"] == name]
-        axes.scatter(part["x"], part["y"], s=12, color=colours(number % colours.N), label=name)
-    if len(names) <= 20:
-        axes.legend(fontsize=7, markerscale=1.5, loc="best")
+        axes.scatter(part["x"], part["y"], s=14, color=colours(number % colours.N),
+                     marker=markers[number // colours.N % len(markers)], label=name)
+    if len(names) <= 80:
+        axes.legend(fontsize=6, markerscale=1.2, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                    ncol=1 + len(names) // 21)
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -98,7 +93,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.color_by not in dataset.column_names:
         raise ValueError(f"--color_by {args.color_by!r} is not a column of {args.dataset} ({dataset.column_names}).")
     classes = np.asarray([str(value) for value in dataset[args.color_by]])
-    rows = draw_per_class(classes, args.max_per_class, args.seed)
+    if args.max_per_class < 1:
+        raise ValueError(f"--max_per_class must be at least 1, got {args.max_per_class}.")
+    rows = np.sort(np.concatenate(draw_per_speaker(classes, args.max_per_class, args.seed)))
     if len(rows) <= args.perplexity:
         raise ValueError(f"t-SNE needs more points than its perplexity: {len(rows)} utterances, perplexity "
                          f"{args.perplexity}; pass a smaller --perplexity or a larger --max_per_class.")

@@ -482,6 +482,12 @@ def build_model(model_args: ModelArguments, spec: LabelSpec):
     return model, load_processor(processor_name, config), model_args.model_name_or_path
 
 
+def load_given_model(model_args: ModelArguments):
+    """(model, processor) of --model_name_or_path as it is, for evaluation without training."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path)
+    return model, load_processor(model_args.processor_name or model_args.model_name_or_path, model.config)
+
+
 def spec_of_model(name: str) -> LabelSpec:
     """The labels a fine-tuned model was trained on (for evaluation without training)."""
     config = AutoConfig.from_pretrained(name)
@@ -641,8 +647,7 @@ def run_one(run: Run, model_args, data_args, training_args, spec: LabelSpec, ove
     if training_args.do_train:
         model, processor, base_model = build_model(model_args, spec)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path)
-        processor = load_processor(model_args.processor_name or model_args.model_name_or_path, model.config)
+        model, processor = load_given_model(model_args)
         base_model = model_args.model_name_or_path
     evaluation = run.test if run.selected_on_test else run.validation
     compute_loss_func = None

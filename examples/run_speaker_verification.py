@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from ctal_hf.metrics.verification import verification_metrics
 from ctal_hf.output_dir import check_output_dir, resolve_resume_checkpoint
 from ctal_hf.speaker_verification import (
     check_disjoint_speakers,
+    draw_per_speaker,
     generate_trials,
     ge2e_random_eer,
     l2_normalize,
@@ -62,6 +65,7 @@ GE2E_LABEL = ("ge2e_random: the authors' random GE2E-style protocol (4 speakers 
               "replacement, thresholds in steps of 0.01, 10 repeats), seed {seed}; for comparison with the paper's "
               "Table 3 only, NOT comparable with trial-list EERs")
 EMBEDDINGS_DIR = "embeddings"
+GE2E_SPEAKERS = 4  # speakers per draw of the authors' protocol
 
 
 @dataclass
@@ -84,7 +88,9 @@ class VerificationArguments:
                   "speaker's utterances held out."},
     )
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of the training utterances held out."})
-    test_split: str | None = field(default=None, metadata={"help": "The unseen test speakers' data, e.g. 'test-clean'."})
+    test_split: str | None = field(
+        default=None, metadata={"help": "The unseen test speakers' data, e.g. 'test-clean'."}
+    )
     test_speakers: str | None = field(
         default=None,
         metadata={"help": "Instead of --test_split: comma-separated speakers whose utterances form the test set (the "
@@ -123,7 +129,7 @@ class VerificationArguments:
     plot_det: bool = field(default=True, metadata={"help": "Write det_curve.png (needs matplotlib)."})
 
 
-def validate_arguments(model_args, args: VerificationArguments, training_args) -> None:
+def validate_arguments(model_args, args: VerificationArguments) -> None:
     """Fails on impossible combinations before any work."""
     if not args.dataset:
         raise ValueError("Pass --dataset: a LibriSpeech folder, a manifest with a speaker column, a saved dataset "
@@ -165,8 +171,8 @@ def load_split(args: VerificationArguments, data_args, split: str | None) -> dat
         raise ValueError(f"{args.dataset} has no speaker column {args.speaker_column!r} (columns: "
                          f"{dataset.column_names}); name it with --speaker_column.")
     speakers = [str(speaker) for speaker in dataset[args.speaker_column]]
-    if "speaker" in dataset.column_names:
-        dataset = dataset.remove_columns("speaker")
+    # The speakers become the classes: another label column of the source (e.g. an emotion) plays no part.
+    dataset = dataset.remove_columns([name for name in ("speaker", "label") if name in dataset.column_names])
     return dataset.add_column("speaker", speakers)
 
 
@@ -182,7 +188,12 @@ def load_data(args: VerificationArguments, data_args) -> tuple[datasets.Dataset,
         train, test = pool.select(np.flatnonzero(~is_test)), pool.select(np.flatnonzero(is_test))
     else:
         test = load_split(args, data_args, args.test_split)
-        train = load_split(args, data_args, args.train_split)
+        try:
+            train = load_split(args, data_args, args.train_split)
+        except ValueError as error:
+            if args.train_split is not None:
+                raise
+            raise ValueError(f"{error} Name the training speakers' data with --train_split.") from None
         if args.train_split is None:  # the whole source: without the test rows
             test_audio = {str(audio) for audio in test["audio"]}
             train = train.select([index for index, audio in enumerate(train["audio"]) if str(audio) not in test_audio])
@@ -190,6 +201,20 @@ def load_data(args: VerificationArguments, data_args) -> tuple[datasets.Dataset,
         raise ValueError("No training utterances are left besides the test data; pass --train_split.")
     check_disjoint_speakers(train["speaker"], test["speaker"])
     return train, test
+
+
+def check_validation_share(speakers: list[str], fraction: float) -> None:
+    """Validation holds out `fraction` of each training speaker's utterances (stratified): every speaker needs two
+    utterances, and the share at least one utterance per speaker."""
+    counts = Counter(speakers)
+    single = sorted(speaker for speaker, count in counts.items() if count < 2)
+    if single:
+        raise ValueError(f"Training speakers {single[:10]} have a single utterance; holding out validation utterances "
+                         "of every speaker needs two. Remove them, or pass --eval_split.")
+    if math.ceil(fraction * len(speakers)) < len(counts):
+        raise ValueError(f"--validation_fraction {fraction} holds out {math.ceil(fraction * len(speakers))} of "
+                         f"{len(speakers)} utterances, fewer than the {len(counts)} training speakers; raise it to at "
+                         f"least {len(counts) / len(speakers):.3f} or pass --eval_split.")
 
 
 def match_trials(trials, ids: list[str], paths: list[str]) -> dict[str, int]:
@@ -217,16 +242,11 @@ def match_trials(trials, ids: list[str], paths: list[str]) -> dict[str, int]:
 def cohort_embeddings(model, processor, train: datasets.Dataset, args, training_args, cache_dir) -> np.ndarray:
     """`(speakers, D)`: per training speaker, the mean of the L2-normalised embeddings of up to
     `--cohort_utterances_per_speaker` of its utterances drawn with `--trials_seed`."""
-    rng = np.random.default_rng(args.trials_seed)
-    speakers = np.asarray(train["speaker"])
-    names = sorted(set(speakers.tolist()))
-    chosen = {name: rng.permutation(np.flatnonzero(speakers == name))[:args.cohort_utterances_per_speaker]
-              for name in names}
-    rows = np.concatenate([chosen[name] for name in names])
+    chosen = draw_per_speaker(train["speaker"], args.cohort_utterances_per_speaker, args.trials_seed)
     vectors = l2_normalize(utterance_embeddings(
-        model, processor, train.select(rows), batch_size=training_args.per_device_eval_batch_size, cache_dir=cache_dir,
-        device=training_args.device, description="Embedding the cohort"))
-    ends = np.cumsum([len(chosen[name]) for name in names])
+        model, processor, train.select(np.concatenate(chosen)), batch_size=training_args.per_device_eval_batch_size,
+        cache_dir=cache_dir, device=training_args.device, description="Embedding the cohort"))
+    ends = np.cumsum([len(rows) for rows in chosen])
     return np.stack([part.mean(axis=0) for part in np.split(vectors, ends[:-1])])
 
 
@@ -241,9 +261,7 @@ def load_model(model_args, training_args, output_dir: Path, spec: LabelSpec | No
         return model, run_classification.load_processor(str(output_dir), model.config), model_args.model_name_or_path
     set_seed(training_args.seed)
     if model_args.model_name_or_path:
-        model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path)
-        name = model_args.processor_name or model_args.model_name_or_path
-        return model, run_classification.load_processor(name, model.config), model_args.model_name_or_path
+        return (*run_classification.load_given_model(model_args), model_args.model_name_or_path)
     model, processor, _ = run_classification.build_model(model_args, spec)
     return model, processor, None
 
@@ -273,15 +291,19 @@ def plot_det(scores: np.ndarray, labels: np.ndarray, metrics: dict, path: Path, 
     plt.close(figure)
 
 
-def write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
-
-
 def clear_output_dir(output_dir: Path, keep: Path) -> None:
-    """--overwrite_output_dir: remove what an earlier run wrote, except the embedding cache."""
+    """--overwrite_output_dir: remove what an earlier run wrote, except the embedding cache (and the folders that
+    hold it)."""
+    keep = keep.resolve()
     for entry in output_dir.iterdir() if output_dir.is_dir() else ():
-        if entry.resolve() != keep.resolve():
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.resolve() == keep:
+            continue
+        if entry.is_dir() and entry.resolve() in keep.parents:
+            clear_output_dir(entry, keep)
+        elif entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -298,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     logger.setLevel(training_args.get_process_log_level())
-    validate_arguments(model_args, args, training_args)
+    validate_arguments(model_args, args)
     if not training_args.do_train:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing is trained, so nothing to evaluate periodically
     if args.plot_det:
@@ -316,8 +338,6 @@ def main(argv: list[str] | None = None) -> dict:
                      inputs=[("--model_name_or_path", model_args.model_name_or_path),
                              ("--config_name", model_args.config_name), ("--processor_name", model_args.processor_name),
                              ("--dataset", args.dataset), ("--trials", args.trials)])
-    if args.overwrite_output_dir and resume is None:
-        clear_output_dir(output_dir, keep=cache_dir)
     if args.protocol == "ge2e_random":
         logger.warning(GE2E_LABEL.format(seed=args.trials_seed))
 
@@ -326,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("Speakers: %d training (%d utterances), %d test (%d utterances)", len(set(train["speaker"])),
                 len(train), len(set(test["speaker"])), len(test))
     num_train_speakers = len(set(train["speaker"]))
+    if args.protocol == "ge2e_random" and len(set(test["speaker"])) < GE2E_SPEAKERS:
+        raise ValueError(f"--protocol ge2e_random draws {GE2E_SPEAKERS} test speakers at a time; the test data has "
+                         f"{len(set(test['speaker']))}.")
     if args.score_norm == "as-norm" and args.cohort_top_n > num_train_speakers:
         raise ValueError(f"--cohort_top_n {args.cohort_top_n} exceeds the cohort of {num_train_speakers} training "
                          "speakers; pass a smaller one.")
@@ -342,7 +365,11 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError as error:
             raise ValueError(f"{error} (--num_trials {args.num_trials})") from None
         rows = {row_id: index for index, row_id in enumerate(test["id"])}
+    if training_args.do_train and args.eval_split is None and training_args.eval_strategy != "no":
+        check_validation_share(train["speaker"], args.validation_fraction)
 
+    if args.overwrite_output_dir and resume is None:
+        clear_output_dir(output_dir, keep=cache_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     spec = None
     results: dict = {}
@@ -358,12 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
         run_classification.resolve_metric_for_best_model(training_args, spec.problem_type)
         (run,) = run_classification.plan_runs(data_args, training_args, spec,
                                               {"train": labelled, "validation": validation, "test": None})
-        run_classification.run_one(run, model_args, data_args, training_args, spec, overwrite=False,
-                                   predict_data=None)
-        # Trainer wrote the speaker classifier's validation metrics as eval_*; eval_* below are verification metrics.
-        validation = json.loads((output_dir / "eval_results.json").read_text())
-        results.update({f"speaker_classification_{key}": value for key, value in validation.items()
-                        if key.startswith("eval_")})
+        classification = run_classification.run_one(run, model_args, data_args, training_args, spec, overwrite=False,
+                                                    predict_data=None)
+        # The speaker classifier's validation metrics; eval_* are the verification metrics below.
+        results.update({f"speaker_classification_eval_{key}": value
+                        for key, value in classification.get("validation", {}).items()})
     if training_args.process_index != 0:  # the other processes of a distributed run have helped train; one scores
         return results
     model, processor, base_model = load_model(model_args, training_args, output_dir, spec)
@@ -375,7 +401,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "num_test_utterances": len(test)}
     if args.protocol == "ge2e_random":
         metrics["protocol"] = GE2E_LABEL.format(seed=args.trials_seed)
-        metrics["ge2e_random_eer"] = ge2e_random_eer(embeddings, test["speaker"], seed=args.trials_seed)
+        metrics["ge2e_random_eer"] = ge2e_random_eer(embeddings, test["speaker"], seed=args.trials_seed,
+                                                     num_speakers=GE2E_SPEAKERS)
         summary = f"authors' random GE2E EER {metrics['ge2e_random_eer']:.2%} (not a trial-list EER)"
     else:
         if resume is not None:  # a resumed run writes its trials and scores again
@@ -401,24 +428,25 @@ def main(argv: list[str] | None = None) -> dict:
                    f"{metrics['min_dcf_0.001']:.4f} on {len(trials)} trials ({norm_name})")
         if args.plot_det:
             title = f"{output_dir.name}: {len(trials)} trials, {norm_name}\n{summary.split(' on ')[0]}"
-            plot_det(scores, labels, metrics, output_dir / "det_curve.png", title, args.score_norm.replace("none", "cosine"))
+            plot_det(scores, labels, metrics, output_dir / "det_curve.png", title,
+                     args.score_norm.replace("none", "cosine"))
     results.update({f"eval_{key}": value for key, value in metrics.items()})
-    write_json(output_dir / "eval_results.json", results)
+    run_classification.write_json(output_dir / "eval_results.json", results)
     train_results = output_dir / "train_results.json"
-    write_json(output_dir / "all_results.json",
+    run_classification.write_json(output_dir / "all_results.json",
                {**(json.loads(train_results.read_text()) if train_results.is_file() else {}), **results})
-    write_finetuned_card(
-        output_dir, model_name=output_dir.name, repo_id=str(output_dir), model_type=model.config.model_type,
-        problem_type="single_label_classification", label_names=None, base_model=base_model, dataset=args.dataset,
-        protocol=[f"speaker verification on {metrics['num_test_speakers']} speakers unseen in training: "
-                  + (metrics["protocol"] if args.protocol == "ge2e_random"
-                     else f"{metrics['num_trials']} trials ({metrics['trials_source']}), {metrics['score_norm']}")],
-        selected_on_test=False, results={"test": {key: value for key, value in metrics.items()
-                                                  if isinstance(value, float) and not key.endswith("_threshold")}},
-        training_details=run_classification.training_details(training_args, data_args, model.config)
-        if training_args.do_train else None,
-        verification=True,
-    )
+    if training_args.do_train:  # the folder holds the fine-tuned model: its card
+        write_finetuned_card(
+            output_dir, model_name=output_dir.name, repo_id=str(output_dir), model_type=model.config.model_type,
+            problem_type="single_label_classification", label_names=None, base_model=base_model, dataset=args.dataset,
+            protocol=[f"speaker verification on {metrics['num_test_speakers']} speakers unseen in training: "
+                      + (metrics["protocol"] if args.protocol == "ge2e_random"
+                         else f"{metrics['num_trials']} trials ({metrics['trials_source']}), {metrics['score_norm']}")],
+            selected_on_test=False, results={"test": {key: value for key, value in metrics.items()
+                                                      if isinstance(value, float) and not key.endswith("_threshold")}},
+            training_details=run_classification.training_details(training_args, data_args, model.config),
+            verification=True,
+        )
     logger.info("Speaker verification: %s. Results in %s", summary, output_dir / "eval_results.json")
     return results
 

@@ -79,3 +79,9 @@ def test_a_model_without_embeddings_is_named(rows):
         utterance_embeddings(Plain(), processor, rows)
     with pytest.raises(ValueError, match="No utterances"):
         utterance_embeddings(Plain(), processor, [])
+
+
+def test_fingerprint_covers_the_tokenizer(model_and_processor):
+    model, processor = model_and_processor
+    other = processor_for_config(train_ctal_tokenizer(TEXTS * 20, vocab_size=270), model.config)
+    assert model_fingerprint(model, other) != model_fingerprint(model, processor)

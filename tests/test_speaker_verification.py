@@ -14,6 +14,7 @@ from ctal_hf.speaker_verification import (
     _ge2e_draw_eer,
     check_disjoint_speakers,
     cosine_scores,
+    draw_per_speaker,
     generate_trials,
     ge2e_random_eer,
     read_trials,
@@ -202,3 +203,14 @@ def test_ge2e_random_eer_is_seeded():
     assert ge2e_random_eer(separated, speakers, seed=0, num_repeats=1) == 0.0
     with pytest.raises(ValueError, match="draws 4 speakers but the test set has 3"):
         ge2e_random_eer(embeddings[:30], speakers[:30])
+
+
+def test_draw_per_speaker_is_seeded_and_bounded():
+    speakers = ["b", "a", "b", "c", "b", "a", "b"]
+    drawn = draw_per_speaker(speakers, 2, seed=1)
+    assert [sorted({speakers[index] for index in rows}) for rows in drawn] == [["a"], ["b"], ["c"]]
+    assert [len(rows) for rows in drawn] == [2, 2, 1]
+    assert all((a == b).all() for a, b in zip(drawn, draw_per_speaker(speakers, 2, seed=1)))
+    assert sorted(np.concatenate(draw_per_speaker(speakers, 9, seed=0)).tolist()) == list(range(7))
+    with pytest.raises(ValueError, match="At least one"):
+        draw_per_speaker(speakers, 0)

@@ -3,9 +3,9 @@
 
 `utterance_embeddings` runs any model whose classification output has an `embeddings` field (CTAL's fused vector
 `(B, 2H)`, the second family's pooled vector `(B, 4H)`) over the rows of a dataset in batches, with a progress bar, and
-keeps one `.npy` per utterance in a cache folder keyed by the model (weights, config and feature extractor) and the
-utterance (its audio file's path, size and modification time, or its bytes, and its transcript): a second run on the
-same model skips what it has computed, a changed model or file is computed again.
+keeps one `.npy` per utterance in a cache folder keyed by the model (weights, config, feature extractor, tokenizer)
+and the utterance (its audio file's path, size and modification time, or its bytes, and its transcript): a second run
+on the same model skips what it has computed, a changed model or file is computed again.
 """
 
 from __future__ import annotations
@@ -27,12 +27,17 @@ from .data.labelled import DataCollatorForAudioTextClassification
 
 def model_fingerprint(model: torch.nn.Module, processor: Any = None) -> str:
     """A hex digest of everything that decides a model's embeddings: its class, config, weights and buffers, and the
-    processor's feature-extraction settings."""
+    processor's feature-extraction settings and tokenizer."""
     digest = hashlib.sha256(type(model).__name__.encode())
     digest.update(model.config.to_json_string(use_diff=False).encode())
     feature_extractor = getattr(processor, "feature_extractor", None)
     if feature_extractor is not None:
         digest.update(feature_extractor.to_json_string().encode())
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        digest.update((backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True))
+                      .encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -117,8 +122,10 @@ def utterance_embeddings(
             batch = collator([{"audio": rows[index]["audio"], "text": rows[index]["text"]} for index in chunk])
             outputs = model(**{name: value.to(device) for name, value in batch.items()}, return_dict=True)
             if getattr(outputs, "embeddings", None) is None:
-                raise ValueError(f"{type(model).__name__} returns no `embeddings`; use a sequence-classification model "
-                                 "of this package (CTALForSequenceClassification, AudioTextCMAForSequenceClassification).")
+                raise ValueError(
+                    f"{type(model).__name__} returns no `embeddings`; use a sequence-classification model of this "
+                    "package (CTALForSequenceClassification, AudioTextCMAForSequenceClassification)."
+                )
             values = outputs.embeddings.float().cpu().numpy()
             for index, embedding in zip(chunk, values):
                 embeddings[index] = embedding

@@ -105,6 +105,16 @@ def _draw_nontarget_pairs(
     return pairs
 
 
+def draw_per_speaker(speakers: Sequence[str], max_per_speaker: int, seed: int = 0) -> list[np.ndarray]:
+    """Per speaker (in sorted order), up to `max_per_speaker` of its row indices `(k,)`, drawn with `seed`: the
+    cohort's utterances for s-norm, the points of a t-SNE plot."""
+    if max_per_speaker < 1:
+        raise ValueError(f"At least one utterance per speaker must be drawn, got {max_per_speaker}.")
+    speakers = np.asarray([str(speaker) for speaker in speakers])
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(np.flatnonzero(speakers == name))[:max_per_speaker] for name in sorted(set(speakers))]
+
+
 def generate_trials(
     utterances: Sequence[str],
     speakers: Sequence[str],
@@ -387,6 +397,7 @@ __all__ = [
     "check_disjoint_speakers",
     "cohort_statistics",
     "cosine_scores",
+    "draw_per_speaker",
     "generate_trials",
     "ge2e_random_eer",
     "l2_normalize",

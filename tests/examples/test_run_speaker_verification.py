@@ -132,7 +132,8 @@ def test_test_speaker_seen_in_training_is_refused(corpus, tiny, tmp_path):
     rows[0]["split"] = "test"  # one utterance of a training speaker in the test data
     manifest = tmp_path / "data.jsonl"
     pd.DataFrame(rows).to_json(manifest, orient="records", lines=True)
-    with pytest.raises(ValueError, match=f"test speakers also occur in the training data \\({rows[0]['speaker_id']}\\)"):
+    shared = rows[0]["speaker_id"]
+    with pytest.raises(ValueError, match=f"test speakers also occur in the training data \\({shared}\\)"):
         run_speaker_verification.main(["--model_name_or_path", str(tiny), "--dataset", str(manifest), "--train_split",
                                        "train", "--test_split", "test", "--output_dir", str(tmp_path / "out"), *FAST])
     assert not (tmp_path / "out").exists()
@@ -148,8 +149,8 @@ def test_authors_random_protocol_is_labelled(corpus, tiny, tmp_path):
     results = json.loads((output_dir / "eval_results.json").read_text())
     assert 0 <= results["eval_ge2e_random_eer"] <= 1
     assert "NOT comparable" in results["eval_protocol"] and "seed 0" in results["eval_protocol"]
-    assert "NOT comparable" in (output_dir / "README.md").read_text()
     assert not (output_dir / "trials.txt").exists() and "eval_eer" not in results
+    assert not (output_dir / "README.md").exists()  # no model was written here, so no model card either
 
 
 @pytest.mark.parametrize(
@@ -161,6 +162,10 @@ def test_authors_random_protocol_is_labelled(corpus, tiny, tmp_path):
         (["--test_speakers", "999"], r"--test_speakers \['999'\] have no utterances"),
         (["--test_speakers", "105,106", "--num_trials", "500"], r"ask for fewer trials. \(--num_trials 500\)"),
         (["--test_speakers", "105", "--score_norm", "as-norm"], "--cohort_top_n 300 exceeds the cohort of 7 training"),
+        (["--test_speakers", "105,106", "--protocol", "ge2e_random"],
+         "draws 4 test speakers at a time; the test data has 2"),
+        (["--test_speakers", "105,106", "--num_trials", "12", "--validation_fraction", "0.05"],
+         "holds out 3 of 48 utterances, fewer than the 6 training speakers"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(corpus, tiny, tmp_path, extra, error):
@@ -230,3 +235,32 @@ def test_the_second_model_family_runs_through_the_same_script(corpus, tiny_cma_c
     assert results["eval_score_norm"] == "cosine, s-norm (4 training speakers)" and 0 <= results["eval_eer"] <= 1
     model = AutoModelForSequenceClassification.from_pretrained(output_dir)
     assert isinstance(model, AudioTextCMAForSequenceClassification) and model.config.num_labels == 4
+
+
+def test_other_label_columns_unknown_trial_names_and_overwrite(trained, corpus, tmp_path):
+    """A source whose rows also carry a label (here an emotion) is classified by speaker; a trial naming no test
+    utterance is an error; --overwrite_output_dir replaces an earlier run but keeps its embedding cache."""
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    for number, row in enumerate(rows):
+        row["audio"] = str(corpus.parent / row["audio"])
+        row["emotion"] = ("neutral", "happy")[number % 2]
+    manifest = tmp_path / "data.jsonl"
+    pd.DataFrame(rows).to_json(manifest, orient="records", lines=True)
+    output_dir = tmp_path / "labelled"
+    common = ["--model_name_or_path", str(trained), "--do_train", "false", "--dataset", str(manifest),
+              "--test_speakers", ",".join(TEST_SPEAKERS), "--num_trials", "40", "--output_dir", str(output_dir),
+              "--report_to", "none"]
+    run_speaker_verification.main(common)
+    cache = output_dir / run_speaker_verification.EMBEDDINGS_DIR
+    cached = sorted(cache.rglob("*.npy"))
+    assert len(cached) == 32 and (output_dir / "scores.txt").is_file()
+
+    trials = tmp_path / "unknown.txt"
+    trials.write_text("1 105-1004-0000 999-1-0001\n")
+    with pytest.raises(ValueError, match="'999-1-0001' matches no test utterance"):
+        run_speaker_verification.main([*common, "--overwrite_output_dir", "--trials", str(trials)])
+    assert (output_dir / "scores.txt").is_file()  # nothing was removed before the arguments were found wrong
+
+    run_speaker_verification.main([*common, "--overwrite_output_dir", "--num_trials", "20"])
+    assert sorted(cache.rglob("*.npy")) == cached
+    assert len((output_dir / "scores.txt").read_text().splitlines()) == 20

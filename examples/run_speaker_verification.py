@@ -129,6 +129,19 @@ class VerificationArguments:
     plot_det: bool = field(default=True, metadata={"help": "Write det_curve.png (needs matplotlib)."})
 
 
+@dataclass
+class SpeakerTrainingArguments(FineTuningArguments):
+    """The fine-tuning recipe (`run_classification.FineTuningArguments`), with the options' meaning in this script."""
+
+    do_train: bool = field(
+        default=True, metadata={"help": "Train the speaker classifier (false: score the given model as it is)."}
+    )
+    do_eval: bool = field(
+        default=True, metadata={"help": "Evaluate the speaker classifier on the validation utterances after training "
+                                "(verification is always scored)."}
+    )
+
+
 def validate_arguments(model_args, args: VerificationArguments) -> None:
     """Fails on impossible combinations before any work."""
     if not args.dataset:
@@ -310,7 +323,7 @@ def clear_output_dir(output_dir: Path, keep: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ModelArguments, VerificationArguments, FineTuningArguments))
+    parser = HfArgumentParser((ModelArguments, VerificationArguments, SpeakerTrainingArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:

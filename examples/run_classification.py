@@ -806,20 +806,30 @@ def with_lengths(dataset: datasets.Dataset, processor, training_args) -> dataset
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ModelArguments, DataArguments, FineTuningArguments))
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None, script_logger: logging.Logger) -> tuple:
+    """The argument dataclasses (the last one `TrainingArguments`) from `argv`, or from a single JSON file given on
+    the command line, and logging set up as transformers' examples do (info on the main process, the training
+    arguments' replica level elsewhere)."""
+    parser = HfArgumentParser(dataclass_types)
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        parsed = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    training_args = parsed[-1]
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     if training_args.should_log:
         # The default of training_args.log_level is passive: log at info level, as transformers' examples do.
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
+    script_logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+    return tuple(parsed)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments((ModelArguments, DataArguments, FineTuningArguments), argv,
+                                                           logger)
 
     validate_arguments(model_args, data_args, training_args)
     if not training_args.do_train:

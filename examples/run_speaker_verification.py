@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 from collections import Counter
@@ -30,8 +29,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import transformers
-from transformers import AutoModelForSequenceClassification, HfArgumentParser, set_seed
+from transformers import AutoModelForSequenceClassification, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
 import ctal_hf  # noqa: F401  (registers both model families with the Auto classes)
@@ -323,16 +321,9 @@ def clear_output_dir(output_dir: Path, keep: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ModelArguments, VerificationArguments, SpeakerTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()
-    logger.setLevel(training_args.get_process_log_level())
+    model_args, args, training_args = run_classification.parse_arguments(
+        (ModelArguments, VerificationArguments, SpeakerTrainingArguments), argv, logger
+    )
     validate_arguments(model_args, args)
     if not training_args.do_train:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing is trained, so nothing to evaluate periodically

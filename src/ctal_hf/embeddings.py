@@ -103,16 +103,17 @@ def utterance_embeddings(
         raise ValueError("No utterances to embed.")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
-    folder = None
+    embeddings: list[np.ndarray | None] = [None] * len(rows)
+    cached: list[Path] | None = None
     if cache_dir is not None:
         folder = Path(cache_dir) / model_fingerprint(model, processor)[:24]
         folder.mkdir(parents=True, exist_ok=True)
-    keys = [_utterance_key(rows[index]) for index in range(len(rows))]
-    embeddings: list[np.ndarray | None] = [None] * len(rows)
-    if folder is not None:
-        for index, key in enumerate(keys):
-            if (folder / f"{key}.npy").is_file():
-                embeddings[index] = np.load(folder / f"{key}.npy")
+        (folder / "model.json").write_text(json.dumps({"model_type": model.config.model_type,
+                                                       "class": type(model).__name__}) + "\n")
+        cached = [folder / f"{_utterance_key(rows[index])}.npy" for index in range(len(rows))]
+        for index, path in enumerate(cached):
+            if path.is_file():
+                embeddings[index] = np.load(path)
     todo = [index for index, embedding in enumerate(embeddings) if embedding is None]
     collator = DataCollatorForAudioTextClassification(processor)
     todo.sort(key=lambda index: len(str(rows[index].get("text") or "")))
@@ -129,12 +130,9 @@ def utterance_embeddings(
             values = outputs.embeddings.float().cpu().numpy()
             for index, embedding in zip(chunk, values):
                 embeddings[index] = embedding
-                if folder is not None:
-                    _save(folder / f"{keys[index]}.npy", embedding)
+                if cached is not None:
+                    _save(cached[index], embedding)
             progress.update(len(chunk))
-    if folder is not None:
-        (folder / "model.json").write_text(json.dumps({"model_type": model.config.model_type,
-                                                       "class": type(model).__name__}) + "\n")
     return np.stack(embeddings).astype(np.float32)
 
 
